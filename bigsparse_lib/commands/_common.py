@@ -1,0 +1,93 @@
+"""Argument helpers shared by the sub-commands: reading a law, parsing lists, printing results."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.law import DenseLaw, Law, SparseLaw
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def add_law_source(parser: argparse.ArgumentParser) -> None:
+    """--preset t5|vit (Table 7) or --coefs FILE.json (the output of `bigsparse fit --json`)."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--preset", choices=["t5", "vit"], help="the paper's Table 7 coefficients")
+    group.add_argument("--coefs", metavar="FILE.json",
+                       help="coefficients: the `coefs` object printed by `bigsparse fit --json`, or its whole output")
+
+
+def law_from_args(args: argparse.Namespace) -> Law:
+    if getattr(args, "preset", None):
+        from bigsparse_lib import paper
+
+        return paper.TABLE7[args.preset]
+    return read_coefs(args.coefs)
+
+
+def read_coefs(path: str | Path) -> Law:
+    """A SparseLaw or DenseLaw from a JSON file holding coefs, or a fit output with a `coefs` key."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"--coefs: no such file: {path}") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"--coefs: {path} is not readable JSON ({e})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("coefs"), dict):
+        obj = obj["coefs"]
+    if not isinstance(obj, dict):
+        raise InputError(f"--coefs: {path} must hold a JSON object of coefficients")
+    keys = set(obj)
+    for cls in (SparseLaw, DenseLaw):
+        if keys == set(cls.names):
+            law = cls.from_dict(obj)
+            bad = [k for k, v in law.to_dict().items() if not math.isfinite(v)]
+            if bad:
+                raise InputError(f"--coefs: {path}: coefficient(s) {', '.join(bad)} are not finite")
+            return law
+    raise InputError(
+        f"--coefs: {path} has keys {sorted(keys)}; expected the sparse law's {list(SparseLaw.names)} "
+        f"or the dense law's {list(DenseLaw.names)}"
+    )
+
+
+def float_list(text: str, name: str) -> list[float]:
+    """'0.5,0.75' -> [0.5, 0.75], with an error that names the argument."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{name}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise InputError(f"{name}: expected at least one number")
+    if any(not math.isfinite(v) for v in values):
+        raise InputError(f"{name}: values must be finite, got {text!r}")
+    return values
+
+
+def positive(value: float, name: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{name} must be a positive number, got {value}")
+    return value
+
+
+def sparsity(value: float, name: str = "--sparsity") -> float:
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise InputError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], text: Callable[[dict[str, Any]], str]) -> None:
+    """JSON on stdout with --json, else the human-readable rendering `text(result)`."""
+    if getattr(args, "json", False):
+        json.dump(result, sys.stdout, indent=2, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text(result).rstrip("\n") + "\n")

@@ -1,0 +1,99 @@
+"""When and how sparse: the gradual pruning schedule (Zhu & Gupta, 2017; paper §3.1, App. A, D).
+
+The schedule is kept apart from the *score* (magnitude) and the *mask rule*
+(unstructured top-k, n:m), as jaxpruner does. Everything that needs to know the
+sparsity at a point of training -- the pruning transformation (`pruning.py`), the
+sparse-FLOP accounting of eq. 4 (`law.c_mul`), and the training log -- asks this module.
+
+Functions take numpy or JAX values and return the same kind, so they work inside `jit`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _xp(*values):
+    """numpy for plain numbers and numpy arrays, jax.numpy once a JAX value appears."""
+    for v in values:
+        if type(v).__module__.startswith("jax"):
+            import jax.numpy as jnp
+
+            return jnp
+    return np
+
+
+@dataclass(frozen=True)
+class GradualSchedule:
+    """Polynomial gradual pruning: S_t = S - S * (1 - tau)^power on [start, end].
+
+    `start` and `end` are fractions of training (the paper: 0.25 and 0.75), `power`
+    is the exponent (3, cubic, as in Zhu & Gupta's formula), and `every` is how many
+    steps pass between mask updates (100 at full scale, App. A). Before `start` the
+    model is dense; after `end` it sits at the target sparsity.
+    """
+
+    start: float = 0.25
+    end: float = 0.75
+    power: float = 3.0
+    every: int = 100
+
+    def __post_init__(self):
+        if not (0.0 <= self.start <= self.end <= 1.0):
+            raise ValueError(f"schedule needs 0 <= start <= end <= 1, got start={self.start}, end={self.end}")
+        if self.power <= 0:
+            raise ValueError(f"schedule power must be positive, got {self.power}")
+        if int(self.every) < 1:
+            raise ValueError(f"schedule 'every' must be >= 1 step, got {self.every}")
+
+    def sparsity(self, t, S):
+        """Sparsity at training fraction t in [0, 1] for final sparsity S (continuous time).
+
+        Zhu & Gupta (2017), eq. 1, with initial sparsity 0:
+        S_t = S + (0 - S) * (1 - (t - t_0) / (n dt))^3.
+        """
+        xp = _xp(t, S)
+        span = self.end - self.start
+        if span == 0.0:  # one-shot at `start`
+            return xp.where(xp.asarray(t) >= self.start, S, 0.0 * S)
+        tau = xp.clip((xp.asarray(t) - self.start) / span, 0.0, 1.0)
+        return S - S * (1.0 - tau) ** self.power
+
+    def sparsity_at_step(self, step, total_steps: int, S):
+        """Sparsity in force at integer `step` of `total_steps` when the mask moves every `every` steps.
+
+        The mask is recomputed at multiples of `every` (and at the last step of the
+        ramp, so that training always ends exactly at S).
+        """
+        xp = _xp(step, S)
+        every = int(self.every)
+        step = xp.asarray(step)
+        last_update = (step // every) * every
+        end_step = int(round(self.end * total_steps))
+        last_update = xp.where(step >= end_step, xp.maximum(last_update, end_step), last_update)
+        return self.sparsity(last_update / total_steps, S)
+
+    def density_integral(self, S, nodes: int = 64):
+        """∫_0^1 (1 - S_t) dt: the mean fraction of the *trained* (dense-size) model that is non-zero.
+
+        Computed by Gauss-Legendre quadrature on each of the three pieces
+        [0, start], [start, end], [end, 1] of the schedule, so it is exact for the
+        polynomial schedules (degree < 2*nodes) and to ~1e-10 even for non-integer powers, whose
+        ramp has an unbounded derivative at its end. It is
+        vectorised over S and differentiable with JAX (used by eq. 5).
+        """
+        xp = _xp(S)
+        x, w = np.polynomial.legendre.leggauss(nodes)
+        total = 0.0 * xp.asarray(S, dtype=float)
+        for lo, hi in ((0.0, self.start), (self.start, self.end), (self.end, 1.0)):
+            if hi <= lo:
+                continue
+            t = 0.5 * (hi - lo) * x + 0.5 * (hi + lo)  # nodes mapped to [lo, hi]
+            S_b = xp.asarray(S, dtype=float)[..., None]
+            density = 1.0 - self.sparsity(xp.asarray(t), S_b)
+            total = total + 0.5 * (hi - lo) * xp.sum(w * density, axis=-1)
+        return total
+
+
+PAPER_SCHEDULE = GradualSchedule()  # cubic, 25% -> 75% of training, every 100 steps (App. A)
