@@ -113,8 +113,11 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
 
 
 def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, html: bool = True,
-          only: list[str] | None = None, force: bool = False) -> list[ChapterRun]:
-    """Execute the chapters at `scale` and (optionally) build the HTML into `root/_build/html`."""
+          only: list[str] | None = None, force: bool = False, output: Path | None = None) -> list[ChapterRun]:
+    """Execute the chapters at `scale` and (optionally) build the HTML into `<output>/_build/html`.
+
+    `output` defaults to the repository root; `stage` (the executed notebooks) to `_executed/<scale>`.
+    """
     if scale not in SCALES:
         raise InputError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     stage = stage or root / "_executed" / scale
@@ -142,5 +145,5 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
     if html:
         env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
         subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage),
-                        "--path-output", str(root), "--quiet"], check=True, env=env)
+                        "--path-output", str(output or root), "--quiet"], check=True, env=env)
     return runs
