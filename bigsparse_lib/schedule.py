@@ -10,6 +10,7 @@ Functions take numpy or JAX values and return the same kind, so they work inside
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class GradualSchedule:
         vectorised over S and differentiable with JAX (used by eq. 5).
         """
         xp = _xp(S)
-        x, w = np.polynomial.legendre.leggauss(nodes)
+        x, w = _gauss_legendre(nodes)
         total = 0.0 * xp.asarray(S, dtype=float)
         for lo, hi in ((0.0, self.start), (self.start, self.end), (self.end, 1.0)):
             if hi <= lo:
@@ -94,6 +95,12 @@ class GradualSchedule:
             density = 1.0 - self.sparsity(xp.asarray(t), S_b)
             total = total + 0.5 * (hi - lo) * xp.sum(w * density, axis=-1)
         return total
+
+
+@lru_cache(maxsize=8)
+def _gauss_legendre(nodes: int):
+    # cached: the optimal-sparsity grids call density_integral thousands of times
+    return np.polynomial.legendre.leggauss(nodes)
 
 
 PAPER_SCHEDULE = GradualSchedule()  # cubic, 25% -> 75% of training, every 100 steps (App. A)

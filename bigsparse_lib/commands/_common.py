@@ -32,6 +32,15 @@ def law_from_args(args: argparse.Namespace) -> Law:
     return read_coefs(args.coefs)
 
 
+def sparse_law_from_args(args) -> SparseLaw:
+    """The law of --preset/--coefs, which must be the sparse law (a dense one has no a_S, b_S, c_S)."""
+    law = law_from_args(args)
+    if not isinstance(law, SparseLaw):
+        raise InputError(f"--coefs: {args.coefs} holds a dense law (a_N, b_N, a_D, b_D, c); "
+                         f"`bigsparse {args.command}` needs the sparse law's a_S, b_S, c_S (fit without --dense)")
+    return law
+
+
 def read_coefs(path: str | Path) -> Law:
     """A SparseLaw or DenseLaw from a JSON file holding coefs, or a fit output with a `coefs` key."""
     path = Path(path)
