@@ -1,0 +1,386 @@
+"""Data streams: T5 span corruption against independent reimplementations, the toy streams'
+purity/disjointness and exact likelihoods, and the real C4 / image-folder loaders on tiny
+fixtures made here."""
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bigsparse_lib import data
+from bigsparse_lib.data import span_corruption as sc
+from bigsparse_lib.data import toy
+from bigsparse_lib.errors import InputError
+
+T5_SMALL = SimpleNamespace(vocab_size=128, input_length=32, target_length=8)
+VIT_SMALL = SimpleNamespace(num_classes=8, image_size=16, channels=3)
+
+
+# ----------------------------------------------------------------- independent references
+
+
+def t5_lengths(length: int) -> tuple[int, int]:
+    """T5's random_spans_noise_mask arithmetic, written out again (round half to even)."""
+    n = min(max(int(round(length * 0.15)), 1), length - 1)
+    return n, max(int(round(n / 3.0)), 1)
+
+
+def runs(mask_row) -> list[tuple[bool, int]]:
+    return [(bool(k), len(list(g))) for k, g in itertools.groupby(mask_row)]
+
+
+def merge(inputs, targets, first_sentinel: int) -> list[int]:
+    """Undo span corruption: put each target span back where its sentinel is in the inputs."""
+    spans, cur = {}, None
+    for t in targets:
+        if t == sc.EOS_ID:
+            break
+        if t >= first_sentinel:
+            cur = int(t)
+            spans[cur] = []
+        else:
+            spans[cur].append(int(t))
+    out = []
+    for t in inputs:
+        if t == sc.EOS_ID:
+            break
+        out.extend(spans[int(t)] if t >= first_sentinel else [int(t)])
+    return out
+
+
+def sentinels(row, first_sentinel: int) -> list[int]:
+    return [int(t) for t in row if t >= first_sentinel]
+
+
+def check_span_batch(batch, rows, vocab_top: int, first_sentinel: int):
+    """Reconstruction and sentinel order for a batch whose raw rows are known."""
+    for inp, tgt, row in zip(batch["inputs"], batch["targets"], rows):
+        assert merge(inp, tgt, first_sentinel) == [int(t) for t in row]
+        s_in = sentinels(inp, first_sentinel)
+        assert s_in == list(range(vocab_top, vocab_top - len(s_in), -1))  # descending from the top
+        assert sentinels(tgt, first_sentinel) == s_in
+        for seq in (inp, tgt):  # one EOS, then only padding
+            eos = list(seq).index(sc.EOS_ID)
+            assert not np.any(seq[eos + 1:])
+
+
+# ----------------------------------------------------------------- span corruption
+
+
+def test_length_arithmetic_matches_t5():
+    for length in range(2, 700):
+        assert sc.noise_counts(length) == t5_lengths(length)
+    # T5's published task lengths: 512 inputs <- 568 raw tokens, 114 targets.
+    assert sc.random_spans_helper(512) == (568, 114)
+    assert sc.fit_lengths(512, 114) == 568
+    assert sc.fit_lengths(16, 4) == 16  # targets too short for T5's 17: shorten the row
+
+
+@pytest.mark.parametrize("length", [10, 31, 70, 568])
+def test_noise_mask_structure(length):
+    n, s = t5_lengths(length)
+    masks = sc.random_spans_noise_mask(np.random.default_rng(length), 64, length)
+    for m in masks:
+        r = runs(m)
+        assert m.sum() == n
+        assert sum(noise for noise, _ in r) == s  # s noise runs...
+        assert len(r) == 2 * s and not r[0][0] and r[-1][0]  # ...interleaved, non-noise first
+
+
+def test_segmentation_is_uniform_over_compositions():
+    # 5 noise tokens in 2 spans: the 4 compositions (1,4) (2,3) (3,2) (4,1), 1/4 each.
+    lengths = sc._random_segmentation(np.random.default_rng(0), 20000, 5, 2)
+    assert np.all(lengths.sum(1) == 5) and lengths.min() >= 1
+    freq = np.bincount(lengths[:, 0], minlength=5)[1:] / len(lengths)
+    np.testing.assert_allclose(freq, 0.25, atol=0.015)  # ~5 sigma
+
+
+def test_span_corrupt_reconstructs_and_density():
+    rng = np.random.default_rng(1)
+    rows = rng.integers(2, 900, size=(64, 568))
+    batch = sc.span_corrupt(rows, rng, vocab_size=1000, inputs_length=512, targets_length=114)
+    assert batch["inputs"].shape == (64, 512) and batch["targets"].shape == (64, 114)
+    assert batch["inputs"].dtype == np.int32
+    check_span_batch(batch, rows, 999, 900)
+    n_sent = np.array([len(sentinels(t, 900)) for t in batch["targets"]])
+    noise = (batch["targets"] > 1).sum(1) - n_sent
+    assert np.all(noise == 85) and np.all(n_sent == 28)  # round(568*.15)=85, round(85/3)=28
+    assert abs(noise.mean() / 568 - 0.15) < 0.001 and abs(noise.sum() / n_sent.sum() - 3) < 0.05
+
+
+# ----------------------------------------------------------------- toy language
+
+
+def brute_log_prob(lang: toy.ZipfPhraseLanguage, row) -> float:
+    """log P(row) by enumerating every phrase sequence that covers the row."""
+    eps, V = lang.spec.noise, lang.V
+    x = [int(t) - lang.first_id for t in row]
+    total = 0.0
+
+    def walk(pos, prob):
+        nonlocal total
+        if pos >= len(x):
+            total += prob
+            return
+        for r in range(len(lang.p)):
+            p = prob * lang.p[r]
+            for j in range(lang.lengths[r]):
+                if pos + j >= len(x):
+                    break
+                hit = lang.table[r, j] == x[pos + j]
+                p *= (1 - eps + eps / V) if hit else eps / V
+            walk(pos + lang.lengths[r], p)
+
+    walk(0, 1.0)
+    return math.log(total)
+
+
+def test_language_likelihoods_match_enumeration():
+    spec = toy.LanguageSpec(num_phrases=3, min_len=1, max_len=2, noise=0.1, task_seed=3)
+    lang = toy.ZipfPhraseLanguage(spec, num_tokens=3)
+    row = lang.sample(np.random.default_rng(0), 1, 8)[0]
+    assert lang.log_prob(row) == pytest.approx(brute_log_prob(lang, row), rel=1e-10)
+    # Visible: 2 tokens, 3 hidden, 3 tokens, then the hidden tail; the 3 hidden noise
+    # tokens split (1, 2) or (2, 1) over the 2 noise spans, contents summed over.
+    mask = np.array([0, 0, 1, 0, 0, 0, 1, 1], bool)
+    visible = [row[0], row[1], row[3], row[4], row[5]]
+    total = 0.0
+    for first in (1, 2):
+        for hidden in itertools.product(range(2, 5), repeat=3):
+            full = visible[:2] + list(hidden[:first]) + visible[2:] + list(hidden[first:])
+            total += math.exp(brute_log_prob(lang, full))
+    assert lang.log_prob_visible(row, mask) == pytest.approx(math.log(total), rel=1e-10)
+
+
+def test_toy_t5_stream_format_and_purity():
+    ds = data.make("t5", T5_SMALL, seed=0, source=toy.LanguageSpec(num_phrases=64, max_len=4))
+    # 34 raw tokens: 5 noise in 2 spans, 34 - 5 + 2 + EOS = 32 inputs (35 would give 33).
+    assert ds.units_per_example == 32 and ds.tokens_length == 34
+    b = ds.batch(3, 16)
+    assert b["inputs"].shape == (16, 32) and b["targets"].shape == (16, 8)
+    assert b["inputs"].dtype == np.int32 and b["targets"].dtype == np.int32
+    for k in b:
+        np.testing.assert_array_equal(b[k], ds.batch(3, 16)[k])
+        np.testing.assert_array_equal(b[k], data.make("t5", T5_SMALL, seed=0, source=ds.spec).batch(3, 16)[k])
+    first_sentinel = 128 - ds.num_sentinels
+    content = b["inputs"][(b["inputs"] > 1) & (b["inputs"] < first_sentinel)]
+    assert content.min() >= 2
+    # Reconstructed rows are language rows; sentinels descend from vocab_size - 1.
+    rng = np.random.default_rng([0, 0, 3, 16, toy._T5_TAG])
+    rows, _, again = ds._corrupt(rng, 16)
+    np.testing.assert_array_equal(again["inputs"], b["inputs"])
+    check_span_batch(b, rows, 127, first_sentinel)
+
+
+def test_toy_streams_never_repeat_and_splits_are_disjoint():
+    for family, cfg in (("t5", T5_SMALL), ("vit", VIT_SMALL)):
+        key = "inputs" if family == "t5" else "image"
+        seen = {}
+        for split, seed in (("train", 0), ("eval", 0), ("train", 1)):
+            ds = data.make(family, cfg, seed=seed, split=split, source="synthetic")
+            rows = np.concatenate([ds.batch(i, 32)[key].reshape(32, -1) for i in range(40)])
+            seen[(split, seed)] = {r.tobytes() for r in rows}
+            assert len(seen[(split, seed)]) == len(rows), (family, split)
+        assert not seen[("train", 0)] & seen[("eval", 0)]
+        assert not seen[("train", 0)] & seen[("train", 1)]
+
+
+def test_toy_t5_irreducible_loss_beats_a_context_free_predictor():
+    spec = toy.LANGUAGE_SPECS["smoke"]
+    est, se = toy.t5_irreducible_loss(spec, 128, 32, 8)
+    ds = data.make("t5", T5_SMALL, seed=0, source=spec)
+    assert ds.irreducible_loss == est and 0 < se < 0.1 * est
+    # Gibbs: the Bayes loss is below the loss of any normalised predictor, e.g. one that
+    # ignores the inputs: uniform over span compositions and over content tokens.
+    n, s = ds.num_noise, ds.num_sentinels
+    per_row = math.log(math.comb(n - 1, s - 1)) + n * math.log(ds.language.V)
+    assert est + 3 * se < per_row / (n + s + 1)
+
+
+# ----------------------------------------------------------------- toy images
+
+
+def test_toy_vit_stream_and_exact_irreducible_loss():
+    spec = toy.ImageSpec(num_patterns=64, num_distractors=16, distractor_rate=0.1, label_noise=0.05)
+    ds = data.make("vit", VIT_SMALL, seed=0, source=spec)
+    b = ds.batch(0, 8)
+    assert b["image"].shape == (8, 16, 16, 3) and b["image"].dtype == np.float32
+    assert b["labels"].shape == (8, 8) and set(np.unique(b["labels"])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(b["image"], ds.batch(0, 8)["image"])
+    assert ds.units_per_example == 1
+    eta = 0.05
+    assert ds.irreducible_loss == pytest.approx(8 * (-eta * math.log(eta) - (1 - eta) * math.log(1 - eta)))
+    # Identifiability: the patterns are linearly independent, and solving for their
+    # weights recovers exactly which classes are present (so K*H_b(eta) is the Bayes loss).
+    imgs = ds.images
+    P = imgs.prototypes.astype(np.float64)
+    assert np.linalg.matrix_rank(P) == P.shape[0]
+    images, z, y = imgs.sample(np.random.default_rng(5), 500)
+    coef = np.linalg.lstsq(P.T, images.reshape(500, -1).T.astype(np.float64), rcond=None)[0].T
+    present = coef > 0.5 * spec.amplitude[0] * imgs.scale
+    z_hat = np.zeros_like(z, dtype=bool)
+    for i in range(imgs.P):
+        z_hat[:, imgs.pattern_class[i]] |= present[:, i]
+    np.testing.assert_array_equal(z_hat, z.astype(bool))
+    flips = (z != y).mean()
+    assert abs(flips - eta) < 4 * math.sqrt(eta * (1 - eta) / z.size)
+
+
+# ----------------------------------------------------------------- C4 loader
+
+WORDS = ("the of and to in is was for on that with as by at from his her an are were this which "
+         "be it has had not but they their one all new two time first year city state school").split()
+
+
+def write_shard(path, n_docs, seed):
+    rng = np.random.default_rng(seed)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i in range(n_docs):
+            text = " ".join(rng.choice(WORDS, size=rng.integers(20, 60)))
+            f.write(json.dumps({"text": text, "timestamp": "2019-04-25T12:57:54Z",
+                                "url": f"https://example.com/{seed}/{i}"}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def c4_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("c4")
+    write_shard(d / "c4-train.00000-of-00002.json.gz", 150, 0)
+    write_shard(d / "c4-train.00001-of-00002.json.gz", 150, 1)
+    data.train_sentencepiece(sorted(str(p) for p in d.glob("*.json.gz")), str(d / "spiece"), vocab_size=60)
+    return d
+
+
+def test_c4_stream(c4_dir):
+    source = data.C4Source(path=str(c4_dir))
+    cfg = SimpleNamespace(vocab_size=256, input_length=32, target_length=8)
+    ds = data.make("t5", cfg, seed=0, source=source)
+    sp_size = ds.sp.get_piece_size()
+    assert sp_size == 60 and ds.vocab_size == 160 and ds.units_per_example == 32
+    # Train reads shard 0 only; eval holds out the last train shard.
+    assert [p.split("/")[-1] for p in ds.shards] == ["c4-train.00000-of-00002.json.gz"]
+    b = ds.batch(2, 16)
+    assert b["inputs"].shape == (16, 32) and b["targets"].shape == (16, 8)
+    np.testing.assert_array_equal(b["inputs"], ds.batch(2, 16)["inputs"])
+    resumed = data.make("t5", cfg, seed=0, source=source)  # a fresh process-like object
+    np.testing.assert_array_equal(b["targets"], resumed.batch(2, 16)["targets"])
+    # Each reconstructed row is a contiguous slice of the shard's concatenated tokens.
+    ids = ds.sp.encode(data.c4.read_texts(ds.shards[0]))
+    flat = np.concatenate([np.array(d) for d in ids])
+    rows = flat[: len(flat) // ds.tokens_length * ds.tokens_length].reshape(-1, ds.tokens_length)
+    index = {r.tobytes(): i for i, r in enumerate(rows.astype(np.int32))}
+    got = [np.array(merge(i, t, sp_size), np.int32) for i, t in zip(b["inputs"], b["targets"])]
+    assert all(g.tobytes() in index for g in got)
+    check_span_batch(b, got, 159, sp_size)
+    # Density 0.15 and mean span 3 over an epoch's worth of batches.
+    targets = np.concatenate([ds.batch(i, 16)["targets"] for i in range(8)])
+    n_sent = (targets >= sp_size).sum()
+    noise = ((targets > 1) & (targets < sp_size)).sum()
+    n, s = t5_lengths(ds.tokens_length)
+    assert noise == n * len(targets) and n_sent == s * len(targets)
+    assert abs(noise / (ds.tokens_length * len(targets)) - 0.15) < 0.02
+    # No row repeats within an epoch; eval rows are disjoint from train rows.
+    n_rows = len(rows)
+    seen = [ds.locate(g)[0] for g in range(n_rows)]
+    assert len(set(seen)) == n_rows
+    ev = data.make("t5", cfg, seed=0, split="eval", source=source)
+    eb = ev.batch(0, 16)
+    ev_rows = {np.array(merge(i, t, sp_size), np.int32).tobytes() for i, t in zip(eb["inputs"], eb["targets"])}
+    assert not ev_rows & set(index)
+
+
+def test_c4_errors_name_the_path(c4_dir, tmp_path):
+    cfg = SimpleNamespace(vocab_size=256, input_length=32, target_length=8)
+    with pytest.raises(InputError, match="nowhere"):
+        data.make("t5", cfg, seed=0, source=str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="no C4 train shards"):
+        data.make("t5", cfg, seed=0, source=str(tmp_path))
+    missing = tmp_path / "missing.model"
+    with pytest.raises(InputError, match="missing.model"):
+        data.make("t5", cfg, seed=0, source=data.C4Source(str(c4_dir), spm_model=str(missing)))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in ("c4-train.00000-of-00002.json.gz", "c4-train.00001-of-00002.json.gz"):
+        with gzip.open(empty / name, "wt") as f:
+            f.write("")
+    ds = data.make("t5", cfg, seed=0, source=data.C4Source(str(empty), spm_model=str(c4_dir / "spiece.model")))
+    with pytest.raises(InputError, match="c4-train.00000-of-00002.json.gz"):
+        ds.batch(0, 2)
+    with pytest.raises(InputError, match="vocab_size"):
+        data.make("t5", T5_SMALL, seed=0, source=str(c4_dir))  # 128 < 60 + 100 sentinels
+
+
+# ----------------------------------------------------------------- image folder
+
+
+def write_png(path, rgb):
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, np.broadcast_to(np.asarray(rgb, np.float32), (12, 10, 3)))
+
+
+def test_image_folder_class_per_subfolder(tmp_path):
+    colours = {"black": (0, 0, 0), "red": (1, 0, 0), "white": (1, 1, 1)}
+    for name, rgb in colours.items():
+        for i in range(8):
+            write_png(tmp_path / name / f"{i}.png", rgb)
+    src = data.ImageFolderSource(str(tmp_path), eval_fraction=0.3)
+    tr = data.make("vit", VIT_SMALL, seed=0, source=src)
+    ev = data.make("vit", VIT_SMALL, seed=0, split="eval", source=src)
+    assert tr.classes == ["black", "red", "white"]
+    assert len(tr.items) + len(ev.items) == 24 and len(ev.items) > 0
+    assert not {p for p, _ in tr.items} & {p for p, _ in ev.items}
+    b = tr.batch(0, 5)
+    assert b["image"].shape == (5, 16, 16, 3) and b["labels"].shape == (5, 8)
+    np.testing.assert_array_equal(b["image"], tr.batch(0, 5)["image"])
+    # Each image's colour ([-1, 1] scaled) matches its one-hot label.
+    expected = np.array([colours[tr.classes[k]] for k in b["labels"].argmax(1)]) * 2 - 1
+    np.testing.assert_allclose(b["image"].mean(axis=(1, 2)), expected, atol=0.01)
+    assert np.all(b["labels"].sum(1) == 1)
+    # One epoch visits every training image once.
+    n = len(tr.items)
+    assert sorted(tr.examples(0, n)) == list(range(n))
+
+
+def test_image_folder_multilabel_csv_and_errors(tmp_path):
+    write_png(tmp_path / "a.png", (1, 0, 0))
+    write_png(tmp_path / "b.png", (0, 1, 0))
+    (tmp_path / "labels.csv").write_text("path,labels,split\na.png,cat dog,train\nb.png,dog,eval\n")
+    tr = data.make("vit", VIT_SMALL, seed=0, source=str(tmp_path))
+    assert tr.classes == ["cat", "dog"]
+    np.testing.assert_array_equal(tr.batch(0, 1)["labels"][0], [1, 1, 0, 0, 0, 0, 0, 0])
+    ev = data.make("vit", VIT_SMALL, seed=0, split="eval", source=str(tmp_path))
+    np.testing.assert_array_equal(ev.batch(0, 1)["labels"][0], [0, 1, 0, 0, 0, 0, 0, 0])
+    (tmp_path / "labels.csv").write_text("path,labels\nmissing.png,cat\n")
+    with pytest.raises(InputError, match="missing.png"):
+        data.make("vit", VIT_SMALL, seed=0, source=str(tmp_path))
+    with pytest.raises(InputError, match="nowhere"):
+        data.make("vit", VIT_SMALL, seed=0, source=str(tmp_path / "nowhere"))
+
+
+# ----------------------------------------------------------------- make()
+
+
+def test_make_rejects_bad_arguments():
+    with pytest.raises(InputError, match="family"):
+        data.make("gpt", T5_SMALL, seed=0)
+    with pytest.raises(InputError, match="split"):
+        data.make("t5", T5_SMALL, seed=0, split="test")
+    with pytest.raises(InputError, match="source"):
+        data.make("t5", T5_SMALL, seed=0, source=3)
+
+
+def test_make_presets_from_models():
+    pytest.importorskip("bigsparse_lib.models")
+    with pytest.raises(InputError, match="source"):
+        data.make("vit", "full", seed=0)
+    for family in data.FAMILIES:
+        ds = data.make(family, "smoke", seed=0)
+        b = ds.batch(0, 2)
+        assert all(v.shape[0] == 2 for v in b.values())
+        assert ds.irreducible_loss > 0
