@@ -72,8 +72,8 @@ class GradualSchedule:
         step = xp.asarray(step)
         last_update = (step // every) * every
         end_step = int(round(self.end * total_steps))
-        last_update = xp.where(step >= end_step, xp.maximum(last_update, end_step), last_update)
-        return self.sparsity(last_update / total_steps, S)
+        # From the (rounded) end step on, the target is exact even when end_step / total < end.
+        return xp.where(step >= end_step, S + 0.0 * last_update, self.sparsity(last_update / total_steps, S))
 
     def density_integral(self, S, nodes: int = 64):
         """∫_0^1 (1 - S_t) dt: the mean fraction of the *trained* (dense-size) model that is non-zero.

@@ -28,6 +28,13 @@ def test_step_schedule_matches_zhu_gupta(S):
     assert ours[0] == 0.0 and ours[-1] == S
 
 
+def test_end_step_reaches_the_target_exactly_when_it_rounds_early():
+    """T = 1003: round(0.75 * 1003) / 1003 < 0.75, yet from that step on the sparsity is exactly S."""
+    sched = GradualSchedule(every=10)
+    assert sched.sparsity_at_step(752, 1003, 0.5) == 0.5
+    assert sched.sparsity_at_step(751, 1003, 0.5) < 0.5
+
+
 def test_schedule_in_jit_matches_numpy():
     import jax
     import jax.numpy as jnp

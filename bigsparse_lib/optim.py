@@ -1,0 +1,227 @@
+"""Optimizers of the paper's two recipes, made sparsity-aware (App. A, A.1).
+
+T5 (Raffel et al., 2020): Adafactor with an UNFACTORED second moment (the paper's one
+change, App. A), relative step size lr * max(eps2, RMS(param)) and update clipping at
+RMS = d = 1, under the inverse-square-root schedule lr(t) = 0.01 for t < 10^4, then
+1/sqrt(t).
+
+Sparsity-aware RMS (App. A.1): both RMS values are taken over the UNPRUNED weights only, so
+a 90%-sparse tensor gets the step size of its dense sub-tensor rather than one ~3x smaller.
+"Unpruned" means "param != 0": `pruning.sparsify` hands its inner optimizer the params with
+the mask applied, so the pruned entries are exactly zero whenever this optimizer runs (as
+in the authors' jaxpruner T5X code). This needs no extra arguments, so it composes with
+any optax chain, and it also holds for a checkpoint pruned elsewhere. A tensor with no
+non-zero entry at all (a zero-initialised bias) falls back to the dense rule.
+
+This optimizer does not zero the updates of pruned entries itself: that is the pruning
+wrapper's job (a zero-initialised bias must be able to move).
+
+ViT (Zhai et al., 2022; big_vision `scale_by_adafactor`): unfactored second moment with
+beta2 capped at 0.999, first-moment momentum 0.9, global-norm gradient clipping at 1,
+lr 8e-4, decoupled weight decay 0.03*lr on kernels (x100 on the head), rsqrt decay with
+linear warm-up and linear cool-down. No relative step size or RMS clipping (the paper keeps
+those "for T5"), so there is nothing sparsity-specific in it.
+"""
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.pruning import path_str
+
+FAMILIES = ("t5", "vit")
+PRESETS = ("smoke", "toy", "full")
+
+
+# ---------------------------------------------------------------- sparsity-aware pieces
+
+def unpruned_rms(x, p):
+    """RMS of x over the unpruned entries of p, i.e. where p != 0 (App. A.1).
+
+    If p has no non-zero entry (a zero-initialised bias) it is the plain RMS of x.
+    """
+    nonzero = p != 0
+    nnz = jnp.sum(nonzero)
+    x2 = jnp.square(x.astype(jnp.float32))
+    sparse = jnp.sqrt(jnp.sum(jnp.where(nonzero, x2, 0.0)) / jnp.maximum(nnz, 1))
+    return jnp.where(nnz > 0, sparse, jnp.sqrt(jnp.mean(x2)))
+
+
+def clip_by_unpruned_block_rms(threshold: float = 1.0) -> optax.GradientTransformation:
+    """Adafactor update clipping u / max(1, RMS(u)/d), RMS over unpruned weights (App. A.1)."""
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("clip_by_unpruned_block_rms needs params")
+
+        def clip(u, p):
+            return u / jnp.maximum(1.0, unpruned_rms(u, p) / threshold).astype(u.dtype)
+
+        return jax.tree.map(clip, updates, params), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def scale_by_unpruned_param_rms(min_scale: float = 1e-3) -> optax.GradientTransformation:
+    """Adafactor's relative step: u * max(eps2, RMS(param)), RMS over unpruned weights (App. A.1)."""
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("scale_by_unpruned_param_rms needs params")
+
+        def scale(u, p):
+            return u * jnp.maximum(min_scale, unpruned_rms(p, p)).astype(u.dtype)
+
+        return jax.tree.map(scale, updates, params), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def adafactor(learning_rate, *, decay_rate: float = 0.8, eps1: float = 1e-30, eps2: float = 1e-3,
+              clipping_threshold: float | None = 1.0, multiply_by_parameter_scale: bool = True,
+              momentum: float | None = None, weight_decay: float | None = None
+              ) -> optax.GradientTransformation:
+    """Sparsity-aware Adafactor as in App. A / A.1 (unfactored second moment).
+
+    Same order of operations as `optax.adafactor`: v_t = b2_t v + (1-b2_t)(g^2 + eps1) with
+    b2_t = 1 - t^-0.8; u = g / sqrt(v_t); u /= max(1, RMS_unpruned(u)/d); step =
+    lr_t * max(eps2, RMS_unpruned(param)) * u. `learning_rate` is a float or an optax schedule.
+    """
+    tx = [optax.scale_by_factored_rms(factored=False, decay_rate=decay_rate, epsilon=eps1)]
+    if clipping_threshold is not None:
+        tx.append(clip_by_unpruned_block_rms(clipping_threshold))
+    tx.append(optax.scale_by_learning_rate(learning_rate, flip_sign=False))
+    if multiply_by_parameter_scale:
+        tx.append(scale_by_unpruned_param_rms(eps2))
+    if momentum is not None:
+        tx.append(optax.ema(momentum, debias=False))
+    if weight_decay is not None:
+        tx.append(optax.add_decayed_weights(weight_decay))
+    tx.append(optax.scale(-1.0))
+    return optax.chain(*tx)
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+def t5_rsqrt_schedule(peak: float = 0.01, warmup: int = 10_000) -> optax.Schedule:
+    """T5's inverse square root: lr(t) = peak * sqrt(warmup / max(t, warmup)).
+
+    With the T5 values (0.01, 10^4) this is 0.01 for 10^4 steps, then exactly 1/sqrt(t).
+    """
+    warmup = int(warmup)
+    return optax.join_schedules(
+        [optax.constant_schedule(peak), lambda s: peak * jnp.sqrt(warmup / (jnp.asarray(s, jnp.float32) + warmup))], [warmup])
+
+
+def rsqrt_schedule(total_steps: int, *, warmup: int, cooldown: int, timescale: int | None = None,
+                   peak: float = 1.0) -> optax.Schedule:
+    """big_vision's 'rsqrt' decay with linear warm-up and linear cool-down (Zhai et al., 2022).
+
+    With peak=1 it is the relative factor big_vision multiplies the updates by.
+    lr(t) = peak * min(1, t/warmup) * rsqrt-factor(t) * min(1, (T - t)/cooldown), where the
+    rsqrt factor is 1 during warm-up and sqrt(timescale / (t - warmup + timescale)) after.
+    """
+    timescale = int(timescale or warmup or 1)
+    shift = timescale - warmup
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        lr = jnp.where(step > warmup, peak / jnp.sqrt((step + shift) / timescale), peak)
+        if warmup:
+            lr = lr * jnp.minimum(1.0, step / warmup)
+        if cooldown:
+            lr = lr * jnp.minimum(1.0, (total_steps - step) / cooldown)
+        return jnp.maximum(lr, 0.0)
+
+    return schedule
+
+
+# ---------------------------------------------------------------- the ViT recipe
+
+def _decay_mask(pattern: str, exclude: str | None = None):
+    def mask(params):
+        def flag(path, _):
+            name = path_str(path)
+            return bool(re.fullmatch(pattern, name)) and not (exclude and re.fullmatch(exclude, name))
+
+        return jax.tree_util.tree_map_with_path(flag, params)
+
+    return mask
+
+
+def big_vision_adafactor(peak_lr: float = 8e-4, schedule: optax.Schedule | None = None, *,
+                         weight_decay: float = 0.03 * 8e-4, head_wd_mult: float = 100.0,
+                         beta2_cap: float = 0.999, momentum: float | None = 0.9,
+                         grad_clip_norm: float | None = 1.0, decay_rate: float = 0.8,
+                         eps: float = 1e-30) -> optax.GradientTransformation:
+    """big_vision's `scale_by_adafactor` recipe for ViT on JFT, unfactored (App. A).
+
+    As big_vision's `optax.make` chains it: clip_by_global_norm(1) -> second-moment scaling
+    (beta2 = min(0.999, 1 - t^-0.8)) -> momentum 0.9 (no debias) -> scale(peak_lr) -> add
+    decoupled weight decay (absolute: `weight_decay` on '*/kernel', `head_wd_mult` times it on
+    '*head/kernel'; big_vision's ViT scaling config: wd = 0.03 * lr, head x100) -> multiply
+    by the RELATIVE schedule factor `schedule(t)` (1 if None) -> descend.
+    """
+
+    def decay_rate_fn(step, exponent):
+        t = jnp.asarray(step, jnp.float32) + 1.0
+        return jnp.minimum(beta2_cap, 1.0 - t ** (-exponent))
+
+    tx = []
+    if grad_clip_norm:
+        tx.append(optax.clip_by_global_norm(grad_clip_norm))
+    tx.append(optax.scale_by_factored_rms(factored=False, decay_rate=decay_rate, epsilon=eps,
+                                          decay_rate_fn=decay_rate_fn))
+    if momentum:
+        tx.append(optax.ema(momentum, debias=False))
+    tx.append(optax.scale(peak_lr))
+    if weight_decay:
+        tx.append(optax.add_decayed_weights(weight_decay, _decay_mask(r".*/kernel", r".*head/kernel")))
+        tx.append(optax.add_decayed_weights(head_wd_mult * weight_decay, _decay_mask(r".*head/kernel")))
+    if schedule is not None:
+        tx.append(optax.scale_by_schedule(schedule))
+    tx.append(optax.scale(-1.0))
+    return optax.chain(*tx)
+
+
+# ---------------------------------------------------------------- per-family recipes
+
+def _warmup(steps: int, preset: str, full_value: int) -> int:
+    """Warm-up/cool-down length: the paper's value at full scale, capped at a tenth of the run,
+    and a tenth of the run for the small presets (so that their curves keep the same shape)."""
+    if preset == "full":
+        return max(1, min(full_value, steps // 10))
+    return max(1, steps // 10)
+
+
+def for_family(family: str, steps: int, preset: str = "toy", *, learning_rate: float | None = None
+               ) -> optax.GradientTransformation:
+    """The paper's optimizer for `family` over a run of `steps` steps (App. A).
+
+    t5:  sparsity-aware Adafactor (unfactored) under T5's rsqrt schedule, peak 0.01 (the
+         default) held for 10^4 steps at full scale, a tenth of the run otherwise.
+    vit: big_vision Adafactor (unfactored), peak 8e-4 (default), rsqrt decay (timescale =
+         warm-up = 10^4 at full scale), linear cool-down (5*10^4 at full scale, a fifth of
+         the run otherwise), weight decay 0.03*peak (x100 on the head).
+    `learning_rate` overrides the peak (the trainer's presets may tune it for tiny models).
+    Wrap the result with `pruning.sparsify` for sparse runs.
+    """
+    if family not in FAMILIES:
+        raise InputError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    steps = int(steps)
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}")
+    if family == "t5":
+        peak = 0.01 if learning_rate is None else float(learning_rate)
+        return adafactor(t5_rsqrt_schedule(peak, _warmup(steps, preset, 10_000)))
+    peak = 8e-4 if learning_rate is None else float(learning_rate)
+    warmup = _warmup(steps, preset, 10_000)
+    cooldown = max(1, min(50_000, steps // 5)) if preset == "full" else max(1, steps // 5)
+    return big_vision_adafactor(peak, rsqrt_schedule(steps, warmup=warmup, cooldown=cooldown),
+                                weight_decay=0.03 * peak)

@@ -1,0 +1,416 @@
+"""Sparsity as an optax transformation: gradual magnitude pruning, n:m (Alg. 1), one-shot, AC/DC.
+
+The paper prunes with jaxpruner (App. A). As there, three things are kept apart:
+
+* the *schedule* -- when and how sparse (`schedule.GradualSchedule`, Zhu & Gupta's cubic
+  ramp from 25% to 75% of training, mask moved every 100 steps; App. A, B);
+* the *score* -- weight magnitude |w| (`magnitude`);
+* the *mask rule* -- unstructured top-k by count (`unstructured_mask`) or gradual n:m by
+  Algorithm 1 (`nm_mask`).
+
+`sparsify(inner, targets, total_steps, config)` wraps ANY optax optimizer. Its state holds
+the masks (bool) and a step counter; on the steps the schedule names it recomputes the masks
+from the current weights (inside `lax.cond`, so the compiled step is the same every step and
+the top-k selection only runs on update steps). Every step it returns
+
+    update = where(mask, inner_update, -param)
+
+so that after `optax.apply_updates` the pruned weights are exactly 0.0 (x + (-x) == 0 in
+IEEE arithmetic) and the kept ones move as the inner optimizer says.
+
+How the optimizer learns which weights are pruned: the wrapper hands the inner optimizer
+the params *with the new mask applied* (pruned entries exactly zero), so any optimizer that
+reads params (the sparsity-aware Adafactor of `optim.py`, decoupled weight decay) sees
+"pruned == exactly zero" on every step, including the step on which the mask moves. The
+inner optimizer still gets the full gradients (as jaxpruner's default): its moment
+estimates stay those of the dense problem, which matters for AC/DC's dense phases.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.schedule import PAPER_SCHEDULE, GradualSchedule
+
+METHODS = ("gmp", "oneshot", "acdc", "none")
+NM_PATTERNS = ("2:4", "1:4", "4:8", "2:8")  # the paper's (§4.1); any n:m with 0 < n < m works
+_NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """'unstructured' -> None, 'n:m' -> (n, m). InputError for anything else."""
+    if pattern == "unstructured":
+        return None
+    match = _NM.match(str(pattern))
+    if not match:
+        raise InputError(f"unknown sparsity pattern {pattern!r}; use 'unstructured' or 'n:m' such as '2:4'")
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise InputError(f"n:m pattern {pattern!r} needs 0 < n < m")
+    return n, m
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """How to sparsify (App. A, B; §4.1, §4.2).
+
+    method:
+      "gmp"     gradual magnitude pruning on `schedule` (the paper's method).
+      "oneshot" prune to the target at once at fraction `schedule.start` of training
+                (start=0.0: prune a pretrained checkpoint before the first step) and keep
+                that mask.
+      "acdc"    AC/DC (Peste et al., 2021): dense before `schedule.start`; inside
+                [start, end) alternating sparse and dense phases of `acdc_phase_steps`
+                steps each, beginning sparse; sparse with a final mask from `end` on.
+      "none"    dense training; the wrapper does nothing.
+    pattern: "unstructured" or "n:m" (e.g. "2:4"): n:m groups are m consecutive weights
+      along axis 0 of a kernel [in, out], the reduction dimension.
+    acdc_sparsity: "fixed" -- every sparse phase is at the full target (AC/DC paper: "we
+      alternately prune to maximum sparsity", and jaxpruner's bigsparse AC/DC extension);
+      "schedule" -- sparse phases follow the cubic ramp instead.
+    For the pretrained-checkpoint runs of §4.2 use `pretrained_schedule()` (start at 0).
+    """
+
+    method: str = "gmp"
+    pattern: str = "unstructured"
+    schedule: GradualSchedule = PAPER_SCHEDULE
+    acdc_phase_steps: int = 10_000  # paper, App. B: 20K-step cycles, 10K per phase
+    acdc_sparsity: str = "fixed"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InputError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
+        parse_pattern(self.pattern)
+        if not isinstance(self.schedule, GradualSchedule):
+            raise InputError(f"schedule must be a GradualSchedule, got {type(self.schedule).__name__}")
+        if int(self.acdc_phase_steps) < 1:
+            raise InputError(f"acdc_phase_steps must be >= 1, got {self.acdc_phase_steps}")
+        if self.acdc_sparsity not in ("fixed", "schedule"):
+            raise InputError(f"acdc_sparsity must be 'fixed' or 'schedule', got {self.acdc_sparsity!r}")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        return parse_pattern(self.pattern)
+
+    def effective_schedule(self) -> GradualSchedule:
+        """The schedule in force: one-shot is a ramp of zero length at `start`."""
+        if self.method == "oneshot":
+            return dataclasses.replace(self.schedule, end=self.schedule.start)
+        return self.schedule
+
+    def window(self, total_steps: int) -> tuple[int, int]:
+        """(start_step, end_step): first step that may prune, and the step of the final mask."""
+        sched = self.effective_schedule()
+        return int(np.floor(sched.start * total_steps)), int(round(sched.end * total_steps))
+
+    def update_due(self, step, total_steps: int):
+        """True on the steps whose mask is recomputed (before that step's update is applied)."""
+        xp = jnp if isinstance(step, jax.Array) else np
+        step = xp.asarray(step)
+        if self.method == "none":
+            return xp.zeros_like(step, dtype=bool)
+        start, end = self.window(total_steps)
+        if self.method == "acdc":
+            phase_start = ((step - start) % int(self.acdc_phase_steps)) == 0
+            return ((step >= start) & (step < end) & phase_start) | (step == end)
+        every = int(self.schedule.every)
+        return ((step >= start) & (step < end) & (step % every == 0)) | (step == end)
+
+    def sparsity_at_step(self, step, total_steps: int, S):
+        """Sparsity in force at `step` (after that step's mask update) for final sparsity S.
+
+        GMP/one-shot: `GradualSchedule.sparsity_at_step`, pinned to exactly S from the end
+        step on. AC/DC: 0 in dense phases, S (or the ramp) in sparse ones. numpy or JAX.
+        """
+        xp = jnp if isinstance(step, jax.Array) or isinstance(S, jax.Array) else np
+        step = xp.asarray(step)
+        S = xp.asarray(S, dtype=xp.float32 if xp is jnp else float)
+        if self.method == "none":
+            return 0.0 * S * step
+        start, end = self.window(total_steps)
+        sched = self.effective_schedule()
+        if self.method == "acdc":
+            phase = int(self.acdc_phase_steps)
+            sparse_phase = ((step - start) // phase) % 2 == 0
+            if self.acdc_sparsity == "fixed":
+                level = S + 0.0 * step
+            else:  # the ramp value at the start of the current sparse phase
+                phase_start = start + ((step - start) // phase) * phase
+                level = sched.sparsity(phase_start / total_steps, S)
+            in_window = (step >= start) & (step < end)
+            return xp.where(step >= end, S, xp.where(in_window & sparse_phase, level, 0.0 * S))
+        return xp.where(step >= end, S, sched.sparsity_at_step(step, total_steps, S))
+
+    def mean_density(self, total_steps: int, S) -> float:
+        """Mean over the run's steps of (1 - S_t): the step-exact counterpart of
+        `GradualSchedule.density_integral` (eq. 4), valid for every method incl. AC/DC."""
+        steps = np.arange(int(total_steps))
+        return float(np.mean(1.0 - self.sparsity_at_step(steps, int(total_steps), float(S))))
+
+
+def pretrained_schedule(base: GradualSchedule = PAPER_SCHEDULE) -> GradualSchedule:
+    """§4.2: "as the model is already pretrained, we start to sparsify immediately".
+
+    The paper states only the start; we keep the base schedule's end, power and frequency.
+    """
+    return dataclasses.replace(base, start=0.0)
+
+
+# ---------------------------------------------------------------- score and mask rules
+
+def magnitude(w):
+    """The score of gradual magnitude pruning: |w| (float32, so bf16 ties do not multiply)."""
+    return jnp.abs(jnp.asarray(w)).astype(jnp.float32)
+
+
+def keep_count(S, size: int):
+    """k = round((1 - S) * size) weights kept (round half to even, as Python and numpy do).
+
+    A concrete S gives a Python int computed in float64; a traced S a JAX int32.
+    """
+    if isinstance(S, jax.core.Tracer):
+        return jnp.round((1.0 - S) * size).astype(jnp.int32)
+    return int(round((1.0 - float(S)) * size))
+
+
+def topk_mask(score, k):
+    """True on the k largest scores, exactly k of them; ties go to the lower flat index.
+
+    Scores must be >= 0 (magnitudes, +inf allowed). For such floats the int32 bit pattern
+    orders like the value, so the k-th largest is found by bisection on the bit pattern:
+    31 counting passes, O(31 n), instead of a sort (XLA's CPU sort of a 2.4M-entry kernel
+    takes seconds). `k` may be traced. Deterministic on every backend.
+    """
+    flat = score.reshape(-1).astype(jnp.float32)
+    bits = jax.lax.bitcast_convert_type(flat, jnp.int32)
+
+    def bisect(_, lo_hi):
+        lo, hi = lo_hi  # invariant: count(bits >= lo) >= k > count(bits >= hi)
+        mid = lo + (hi - lo) // 2
+        enough = jnp.sum(bits >= mid) >= k
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+    inf_bits = 0x7F800000
+    kth, _ = jax.lax.fori_loop(0, 31, bisect, (jnp.int32(0), jnp.int32(inf_bits + 1)))
+    above = bits > kth
+    tie = bits == kth
+    room = k - jnp.sum(above)
+    return (above | (tie & (jnp.cumsum(tie) <= room))).reshape(score.shape)
+
+
+def _nm_top(score, n: int, m: int):
+    """True on the n largest scores of each group of m consecutive entries along axis 0.
+
+    Rank within a group by pairwise comparison (m <= 8 or so: m*m compares, no sort); ties
+    go to the lower index, as in a stable sort.
+    """
+    g = score.reshape(score.shape[0] // m, m, -1)
+    a, b = g[:, :, None, :], g[:, None, :, :]  # a: entry i, b: entry j of the same group
+    lower = (jnp.arange(m)[None, :] < jnp.arange(m)[:, None])[None, :, :, None]  # j < i
+    rank = jnp.sum((b > a) | ((b == a) & lower), axis=2)
+    return (rank < n).reshape(score.shape)
+
+
+def _check_nm_leaf(shape, S, n: int, m: int, name: str = "weight"):
+    if S > 1.0 - n / m + 1e-9:
+        raise InputError(
+            f"{name}: sparsity {S} is above {1 - n / m:g}, the most that the {n}:{m} pattern allows")
+    if len(shape) < 1 or shape[0] % m:
+        raise InputError(
+            f"{name}: axis 0 of shape {tuple(shape)} is not divisible by m={m} for the {n}:{m} pattern")
+
+
+def _check_sparsity(S, name: str = "sparsity"):
+    if not isinstance(S, jax.core.Tracer) and not 0.0 <= float(S) < 1.0:
+        raise InputError(f"{name} must be in [0, 1), got {float(S)}")
+
+
+def unstructured_mask(w, S):
+    """Unstructured magnitude mask: keeps the round((1-S)*size) largest |w| (exact count)."""
+    _check_sparsity(S)
+    score = magnitude(w)
+    return topk_mask(score, keep_count(S, score.size))
+
+
+def nm_mask(w, S, n: int, m: int):
+    """Gradual n:m pruning, Algorithm 1 (App. A.1).
+
+    The n largest |w| of every group of m (along axis 0) get score +inf; then unstructured
+    top-k keeps the (1 - S) fraction with the largest scores. Each group therefore always
+    keeps >= n weights, and exactly n at S = 1 - n/m. Needs S <= 1 - n/m.
+    """
+    w = jnp.asarray(w)
+    _check_sparsity(S)
+    if not isinstance(S, jax.core.Tracer):
+        _check_nm_leaf(w.shape, float(S), n, m)
+    score = magnitude(w)
+    score = jnp.where(_nm_top(score, n, m), jnp.inf, score)
+    return topk_mask(score, keep_count(S, score.size))
+
+
+def mask_for(w, S, pattern: str = "unstructured", k=None):
+    """The mask rule named by `pattern`; `k` overrides the kept count (used for exact targets)."""
+    nm = parse_pattern(pattern)
+    score = magnitude(w)
+    if nm is not None:
+        score = jnp.where(_nm_top(score, *nm), jnp.inf, score)
+    return topk_mask(score, keep_count(S, score.size) if k is None else k)
+
+
+# ---------------------------------------------------------------- the optax wrapper
+
+class PruningState(NamedTuple):
+    """Optimizer state of `sparsify`: step counter, masks (bool; a scalar True for dense leaves)."""
+
+    count: jax.Array
+    masks: Any
+    inner_state: Any
+
+
+def _validate_targets(targets, pattern: str):
+    parse_pattern(pattern)
+    for path, S in jax.tree_util.tree_leaves_with_path(targets):
+        name = path_str(path)
+        try:
+            S = float(S)
+        except (TypeError, ValueError):
+            raise InputError(f"{name}: target sparsity must be a number, got {S!r}") from None
+        if not 0.0 <= S < 1.0:
+            raise InputError(f"{name}: target sparsity must be in [0, 1), got {S}")
+
+
+def sparsify(inner: optax.GradientTransformation, targets, total_steps: int,
+             config: PruningConfig = PruningConfig()) -> optax.GradientTransformation:
+    """Wrap `inner` so that weights are pruned by `config` towards per-leaf `targets`.
+
+    `targets` is a pytree with the params' structure holding Python floats (0.0 = dense),
+    e.g. `models.<family>.target_sparsities(config, S)`. The returned transformation needs
+    `params` in `update`. After `optax.apply_updates` every pruned weight is exactly zero,
+    and from the end step on each leaf has exactly round((1-S)*size) non-zero entries.
+    """
+    total_steps = int(total_steps)
+    if total_steps < 1:
+        raise InputError(f"total_steps must be >= 1, got {total_steps}")
+    _validate_targets(targets, config.pattern)
+    nm = config.nm
+    flat_targets, target_def = jax.tree_util.tree_flatten(targets)
+    flat_targets = [0.0 if config.method == "none" else float(S) for S in flat_targets]
+    _, end_step = config.window(total_steps)
+    any_sparse = any(S > 0.0 for S in flat_targets)
+
+    def leaves(params):
+        flat, treedef = jax.tree_util.tree_flatten(params)
+        if treedef != target_def:
+            raise ValueError(f"params and targets differ in structure:\n{treedef}\nvs\n{target_def}")
+        return flat, treedef
+
+    def init_fn(params):
+        flat, treedef = leaves(params)
+        if nm is not None:
+            paths = [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+            for name, p, S in zip(paths, flat, flat_targets):
+                if S > 0.0:
+                    _check_nm_leaf(p.shape, S, *nm, name=name)
+        masks = [jnp.ones(p.shape, bool) if S > 0.0 else jnp.ones((), bool) for p, S in zip(flat, flat_targets)]
+        return PruningState(count=jnp.zeros([], jnp.int32), masks=treedef.unflatten(masks),
+                            inner_state=inner.init(params))
+
+    def new_masks(flat_params, step):
+        out = []
+        for p, S in zip(flat_params, flat_targets):
+            if S <= 0.0:
+                out.append(jnp.ones((), bool))
+                continue
+            S_t = config.sparsity_at_step(step, total_steps, jnp.float32(S))
+            # The final count is computed once in float64 so the end state is exact, whatever
+            # float32 rounding does to (1 - S_t) * size during the ramp.
+            k = jnp.where(S_t >= jnp.float32(S), keep_count(S, p.size), keep_count(S_t, p.size))
+            out.append(mask_for(p, S_t, config.pattern, k=k))
+        return out
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("pruning.sparsify needs params in update() to zero the pruned weights")
+        flat_p, treedef = leaves(params)
+        flat_m = treedef.flatten_up_to(state.masks)
+        step = state.count
+        if any_sparse:
+            flat_m = jax.lax.cond(config.update_due(step, total_steps),
+                                  lambda ps: new_masks(ps, step), lambda ps: list(flat_m), flat_p)
+        masked_p = [p if m.ndim == 0 else jnp.where(m, p, jnp.zeros_like(p)) for p, m in zip(flat_p, flat_m)]
+        inner_updates, inner_state = inner.update(updates, state.inner_state, treedef.unflatten(masked_p))
+        flat_u = treedef.flatten_up_to(inner_updates)
+        out = [u if m.ndim == 0 else jnp.where(m, u, (-p).astype(u.dtype)) for u, m, p in zip(flat_u, flat_m, flat_p)]
+        new_state = PruningState(count=optax.safe_int32_increment(step), masks=treedef.unflatten(flat_m),
+                                 inner_state=inner_state)
+        return treedef.unflatten(out), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def masks(state):
+    """The current mask pytree of the `sparsify` state found in `state` (also inside chains)."""
+    if isinstance(state, PruningState):
+        return state.masks
+    if isinstance(state, (tuple, list)):
+        for sub in state:
+            found = masks(sub)
+            if found is not None:
+                return found
+    return None
+
+
+def apply_masks(params, mask_tree):
+    """params with the pruned entries set to exactly zero."""
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask_tree)
+
+
+def prune(params, targets, pattern: str = "unstructured"):
+    """One-shot magnitude pruning of a checkpoint, outside training: (pruned params, masks)."""
+    _validate_targets(targets, pattern)
+    nm = parse_pattern(pattern)
+
+    def one(path, p, S):
+        S = float(S)
+        if S <= 0.0:
+            return jnp.ones(jnp.shape(p), bool)
+        if nm is not None:
+            _check_nm_leaf(jnp.shape(p), S, *nm, name=path_str(path))
+        return mask_for(p, S, pattern)
+
+    mask_tree = jax.tree_util.tree_map_with_path(one, params, targets)
+    return apply_masks(params, mask_tree), mask_tree
+
+
+# ---------------------------------------------------------------- reporting
+
+def path_str(path) -> str:
+    """'encoder/layers_0/mlp/wi/kernel' from a jax key path."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def layer_sparsity(params, sparsifiable) -> dict[str, float]:
+    """{path: fraction of exactly-zero entries} over the leaves marked True in `sparsifiable`."""
+    out = {}
+    flags = jax.tree_util.tree_leaves(sparsifiable)
+    for (path, p), flag in zip(jax.tree_util.tree_leaves_with_path(params), flags, strict=True):
+        if flag:
+            a = np.asarray(p)
+            out[path_str(path)] = 1.0 - np.count_nonzero(a) / a.size
+    return out
