@@ -1,0 +1,97 @@
+"""The two model families of the paper and their sizing (§3.1, App. A).
+
+- `vit`: ViT for multi-label classification (big_vision shapes; JFT in the paper).
+- `t5`: T5 v1.1 encoder-decoder for span corruption (T5X shapes; C4 in the paper).
+
+Each family module has `Config`, `BASES` ("smoke", "toy", "full"), `scale_width`, `init`,
+`loss_fn`, `sparsifiable`, `target_sparsities` and `dense_count`. This module adds what is common:
+`get_family`, the exact counter `count`, and `config_for_nnz`, which sizes a model so that its
+sparsified layers hold N non-zeros at sparsity S, i.e. N / (1 - S) weights (App. A, "Model sizes").
+
+N is the number of non-zero weights in the sparsified backbone layers, counted exactly on our
+model. The released data use a nominal normaliser instead (`paper_normaliser` in each family:
+exact for ViT, 6/7 of the real backbone for T5, see `t5.py`).
+"""
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+import jax
+import numpy as np
+
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.models import t5, vit
+
+FAMILIES: dict[str, ModuleType] = {"vit": vit, "t5": t5}
+
+
+def get_family(name: str) -> ModuleType:
+    """The family module ("vit" or "t5")."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown model family {name!r}; expected one of {', '.join(FAMILIES)}") from None
+
+
+def count(params, sparsifiable_tree) -> tuple[int, int]:
+    """(dense_count, nonzero_count) over the leaves where `sparsifiable_tree` is True. Exact ints."""
+    leaves = jax.tree_util.tree_leaves(params)
+    flags = jax.tree_util.tree_leaves(sparsifiable_tree)
+    if len(leaves) != len(flags):
+        raise InputError(f"params has {len(leaves)} leaves but the sparsifiable tree has {len(flags)}")
+    dense = nonzero = 0
+    for leaf, flag in zip(leaves, flags):
+        if flag:
+            a = np.asarray(jax.device_get(leaf))
+            dense += int(a.size)
+            nonzero += int(np.count_nonzero(a))
+    return dense, nonzero
+
+
+def _base(family: ModuleType, preset):
+    if isinstance(preset, family.Config):
+        return preset
+    try:
+        return family.BASES[preset]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown {family.NAME} preset {preset!r}; "
+                         f"expected one of {', '.join(family.BASES)}") from None
+
+
+def config_for_nnz(family, preset, nnz: float, S: float = 0.0):
+    """The config of `family` (name or module) derived from `preset` (name or a base Config) by
+    scaling only the hidden dimension, whose sparsified layers hold as close as the shapes allow to
+    N / (1 - S) weights, i.e. N = nnz non-zeros at sparsity S.
+
+    Widths are multiples of num_heads; "closest" is by ratio (|log count - log target|).
+    Raises InputError for nnz <= 0, S outside [0, 1), or a target below what the narrowest model
+    (one dimension per head) holds.
+    """
+    fam = get_family(family) if isinstance(family, str) else family
+    base = _base(fam, preset)
+    try:
+        nnz, S = float(nnz), float(S)
+    except (TypeError, ValueError):
+        raise InputError(f"nnz and S must be numbers, got nnz={nnz!r}, S={S!r}") from None
+    if not (math.isfinite(nnz) and nnz > 0):
+        raise InputError(f"nnz must be a positive number of non-zero parameters, got {nnz}")
+    if not 0.0 <= S < 1.0:
+        raise InputError(f"sparsity S must be in [0, 1), got {S}")
+    target = nnz / (1.0 - S)
+    m = fam.width_multiple(base)
+    at = lambda k: fam.with_width(base, k * m)  # noqa: E731
+    smallest = fam.dense_count(at(1))
+    if target < smallest / math.sqrt(2):
+        raise InputError(
+            f"nnz={nnz:.6g} at S={S} needs {target:.6g} {fam.NAME} backbone weights, below the "
+            f"{smallest} of the narrowest '{fam.NAME}' model (width {m}); use a larger nnz")
+    # count(width) is about c * width^2, so start from that guess and check the neighbours
+    c = fam.dense_count(base) / fam.hidden_size(base) ** 2
+    k0 = max(1, round(math.sqrt(target / c) / m))
+    ks = range(max(1, k0 - 2), k0 + 3)
+    best = min(ks, key=lambda k: abs(math.log(fam.dense_count(at(k)) / target)))
+    return at(best)
+
+
+__all__ = ["FAMILIES", "get_family", "count", "config_for_nnz", "t5", "vit"]
