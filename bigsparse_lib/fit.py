@@ -486,14 +486,11 @@ def derived(law: Law) -> dict[str, object]:
     compute multiple of the Chinchilla budget beyond which S is optimal, sparse costs).
     """
     from bigsparse_lib.law import gain
+    from bigsparse_lib.optimal import chinchilla_multiple
 
     if not isinstance(law, SparseLaw):
         return {}
     out = {f"gain@{S:g}": (lambda l, S=S: gain(l, S)) for S in GAIN_SPARSITIES}
-    try:
-        from bigsparse_lib.optimal import chinchilla_multiple
-    except ImportError:  # optimal.py is optional for fitting
-        return out
     for S in GAIN_SPARSITIES:
         out[f"onset@{S:g}"] = (lambda l, S=S: _onset(chinchilla_multiple, l, S))
     return out
