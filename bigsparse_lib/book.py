@@ -95,6 +95,10 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
     unexecuted = target.with_suffix(".input.ipynb")
     nbformat.write(nb, unexecuted)
     t0 = time.perf_counter()
+    # The kernel inherits this process's environment; MPLBACKEND=Agg (set by make and the tests)
+    # would make plt.show() draw nothing, so the kernel gets the inline backend that records figures.
+    backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     try:
         papermill.execute_notebook(
             str(unexecuted), str(target), parameters={"scale": scale}, kernel_name=KERNEL,
@@ -105,9 +109,16 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
         raise RuntimeError(f"chapter {name} failed at scale {scale!r}: {e.ename}: {e.evalue}") from None
     finally:
         unexecuted.unlink(missing_ok=True)
+        if backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = backend
     seconds = time.perf_counter() - t0
     done = nbformat.read(target, as_version=4)
     done.metadata["bigsparse"] = {"digest": digest, "scale": scale, "seconds": round(seconds, 1)}
+    for cell in done.cells:  # the page shows the injected values (the scale it ran at), not the defaults too
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.metadata["tags"] = [*cell.metadata["tags"], "remove-cell"]
     nbformat.write(done, target)
     return ChapterRun(name, seconds, False)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +22,21 @@ def released():
         return paper.load_released(name)
 
     return load
+
+
+@pytest.fixture(scope="session")
+def smoke_stage(tmp_path_factory):
+    """The folder the chapters are executed into at smoke scale, shared by the book tests
+    (tests/test_book.py executes into it chapter by chapter; `smoke_html` then finds them up to date)."""
+    return tmp_path_factory.mktemp("smoke-stage")
+
+
+@pytest.fixture(scope="session")
+def smoke_html(smoke_stage, tmp_path_factory, released):
+    """The book built once per session at smoke scale: the `_build/html` folder (static and browser tests)."""
+    from bigsparse_lib import book
+
+    released("t5"), released("vit"), released("chinchilla")  # the chapters read them; skip without them
+    out = tmp_path_factory.mktemp("smoke-book")
+    book.build("smoke", root=ROOT, stage=smoke_stage, output=out)
+    return out / "_build" / "html"

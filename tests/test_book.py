@@ -26,8 +26,8 @@ def test_toc_chapters_exist_and_take_a_scale_parameter():
 
 
 @pytest.fixture(scope="module")
-def stage(tmp_path_factory):
-    return tmp_path_factory.mktemp("stage")
+def stage(smoke_stage):
+    return smoke_stage  # shared with the session's smoke build (conftest.py), so the chapters run once
 
 
 @pytest.mark.slow
@@ -35,6 +35,7 @@ def stage(tmp_path_factory):
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_executes_at_smoke_scale(name, stage, released):
     released("t5"), released("vit"), released("chinchilla")  # the chapters read them; skip without them
+    (stage / f"{name}.ipynb").unlink(missing_ok=True)  # a fresh run even if the shared build came first
     run = book.execute_chapter(name, "smoke", stage, root=ROOT)
     nb = nbformat.read(stage / f"{name}.ipynb", as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
@@ -52,10 +53,8 @@ def test_chapter_executes_at_smoke_scale(name, stage, released):
 
 @pytest.mark.slow
 @pytest.mark.book
-def test_html_builds_with_figures_and_no_error_output(stage, tmp_path, released):
-    released("t5"), released("vit"), released("chinchilla")
-    book.build("smoke", root=ROOT, stage=stage, output=tmp_path)
-    html = tmp_path / "_build" / "html"
+def test_html_builds_with_figures_and_no_error_output(smoke_html):
+    html = smoke_html  # book.build("smoke", stage=<the shared stage>, output=<tmp>) in conftest.py
     for name in CHAPTERS:
         page = (html / f"{name}.html").read_text()
         assert "<img" in page, f"{name}.html has no figure"
