@@ -1,0 +1,205 @@
+"""Sweeps (§3.1, App. A): grids of runs, a crash-proof result store, executors, and the tidy export.
+
+    grid = make_grid("t5", "toy", "main")            # Table 1 at toy size: a tuple of TrainConfigs
+    summary = run_sweep(grid, "results/t5-toy")     # trains what is not recorded yet; resumable
+    df = export(Store("results/t5-toy"))            # sparsity, nnz, data, loss (+ metadata)
+
+`grids` holds the grids, `store` the results directory, `executors` where runs execute.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.sweep.executors import DEFAULT_TRAINER, EXECUTORS, make_executor, run_one
+from bigsparse_lib.sweep.grids import (FAMILIES, GRIDS, NM_PATTERNS, PRESETS, Grid, MainSpec, PretrainedSpec,
+                                       main_grid, make_grid, nm_grid, pretrained_grid)
+from bigsparse_lib.sweep.store import DIVERGED, ERROR, OK, RunState, Store, SweepLock, run_id
+
+__all__ = [
+    "FAMILIES", "GRIDS", "PRESETS", "NM_PATTERNS", "EXECUTORS", "Grid", "MainSpec", "PretrainedSpec",
+    "Store", "RunState", "SweepSummary", "make_grid", "main_grid", "nm_grid", "pretrained_grid",
+    "open_store", "run_sweep", "run_one", "status", "export", "run_id",
+]
+
+
+@dataclass
+class SweepSummary:
+    """What a `run_sweep` call did: counts over the whole grid after it returns."""
+
+    total: int
+    skipped: int  # recorded before this call
+    done: int = 0
+    failed: list[str] = field(default_factory=list)  # run ids recorded as diverged/error (by this call or before)
+
+    @property
+    def complete(self) -> bool:
+        return self.done + self.skipped == self.total
+
+
+def _recipe_version() -> str:
+    from bigsparse_lib.train import RECIPE_VERSION
+
+    return str(RECIPE_VERSION)
+
+
+def open_store(grid: Grid, results: str | Path) -> tuple[Store, list[str]]:
+    """Create/check the results directory for `grid` and plan its runs; returns (store, run ids)."""
+    recipe = _recipe_version()
+    store = Store.open(results, {**grid.identity, "recipe_version": recipe})
+    ids = store.plan([cfg.to_dict() for cfg in grid.runs], recipe)
+    return store, ids
+
+
+def _stages(store: Store, ids: list[str]) -> list[list[str]]:
+    """Runs grouped so that a run whose init is '@parent' comes in a later stage than its parent."""
+    depth: dict[str, int] = {}
+
+    def level(rid: str) -> int:
+        if rid not in depth:
+            init = store.config(rid).get("init")
+            parent = init[1:] if isinstance(init, str) and init.startswith("@") else None
+            depth[rid] = 0 if parent is None else level(parent) + 1
+        return depth[rid]
+
+    out: dict[int, list[str]] = {}
+    for rid in ids:
+        out.setdefault(level(rid), []).append(rid)
+    return [out[k] for k in sorted(out)]
+
+
+def run_sweep(grid: Grid, results: str | Path, *, executor: str = "local", workers: int | None = None,
+              trainer: str | Callable = DEFAULT_TRAINER, progress: bool = True, retry_failed: bool = False,
+              **executor_options) -> SweepSummary:
+    """Train every run of `grid` that `results` has no record of; returns a SweepSummary.
+
+    Recorded runs are skipped; runs recorded as "error" (an exception, or a worker that
+    died) are tried again; "diverged" runs only with `retry_failed`. Killing this function
+    at any point loses at most the runs in flight, which resume from their checkpoints.
+    """
+    from tqdm.auto import tqdm
+
+    ex = make_executor(executor, workers, **executor_options)  # before touching the directory
+    store, ids = open_store(grid, results)
+    with SweepLock(store.root):
+        todo = [rid for rid in ids if _needs_run(store.record(rid), retry_failed)]
+        summary = SweepSummary(total=len(ids), skipped=len(ids) - len(todo))
+        todo_set = set(todo)
+        bar = tqdm(total=len(ids), initial=summary.skipped, desc=f"sweep {grid.family}/{grid.preset}/{grid.name}",
+                   unit="run", disable=not progress, file=sys.stderr)
+        try:
+            for stage in _stages(store, ids):
+                ready, blocked = [], []
+                for rid in stage:
+                    if rid not in todo_set:
+                        continue
+                    parent = _parent(store, rid)
+                    (blocked if parent and (store.record(parent) or {}).get("status") != OK else ready).append(rid)
+                for rid in blocked:
+                    _record_blocked(store, rid)
+                    summary.failed.append(rid)
+                    bar.update(1)
+                for rid, record in ex.run(store, ready, trainer):
+                    if record.get("status") == OK:
+                        summary.done += 1
+                    else:
+                        summary.failed.append(rid)
+                        bar.write(f"run {rid} failed ({record.get('status')}): {record.get('reason')}", file=sys.stderr)
+                    bar.update(1)
+        finally:
+            bar.close()
+    summary.failed += [rid for rid in ids if rid not in todo_set and (store.record(rid) or {}).get("status") != OK]
+    return summary
+
+
+def _needs_run(record: dict | None, retry_failed: bool) -> bool:
+    if record is None:
+        return True
+    status = record.get("status")
+    return status == ERROR or (retry_failed and status != OK)
+
+
+def _parent(store: Store, rid: str) -> str | None:
+    init = store.config(rid).get("init")
+    return init[1:] if isinstance(init, str) and init.startswith("@") else None
+
+
+def _record_blocked(store: Store, rid: str) -> None:
+    import time
+
+    store.write_record(rid, {"run_id": rid, "config": store.config(rid), "status": ERROR,
+                             "reason": f"its pretraining run {_parent(store, rid)} has no successful record",
+                             "result": None, "finished": time.time()})
+
+
+def status(results: str | Path) -> dict:
+    """Counts and per-run states of a results directory: done, running, failed, left."""
+    store = Store(results)
+    manifest = store.manifest()
+    states = store.status()
+    counts = {k: sum(s.state == k for s in states) for k in ("done", "running", "failed", "left")}
+    return {"results": str(store.root), "family": manifest.get("family"), "preset": manifest.get("preset"),
+            "grid": manifest.get("grid"), "recipe_version": manifest.get("recipe_version"),
+            "total": len(states), **counts, "runs": [_row(s) for s in states]}
+
+
+def _row(s: RunState) -> dict:
+    cfg = s.config
+    row = {"run_id": s.run_id, "state": s.state, "nnz": cfg.get("nnz"), "sparsity": cfg.get("sparsity"),
+           "pattern": cfg.get("pattern"), "steps": cfg.get("steps"), "seed": cfg.get("seed")}
+    if s.record is not None:
+        res = s.record.get("result") or {}
+        row["loss"] = res.get("eval_loss")
+        row["status"] = s.record.get("status")
+        row["reason"] = s.record.get("reason")
+    return row
+
+
+# Columns taken from the engine's result, then from the config, into the tidy table's metadata.
+RESULT_COLUMNS = ("steps", "dense_params", "flops_dense", "flops_sparse", "recipe_version")
+CONFIG_COLUMNS = ("pattern", "method", "seed", "preset", "init", "batch_size", "dtype")
+
+
+def export(results: str | Path, *, warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """The tidy table of a results directory: `sparsity, nnz, data, loss` + metadata, one row per ok run.
+
+    Failed runs (diverged, error) are left out with a warning naming each; runs not yet
+    finished are left out with one warning counting them. Never fits a failed run.
+    """
+    warn = warn or (lambda msg: warnings.warn(msg, stacklevel=2))
+    store = Store(results)
+    manifest = store.manifest()
+    rows, failed, unfinished = [], [], 0
+    for s in store.status():
+        if s.state == "failed":
+            failed.append(s)
+            continue
+        if s.state != "done":
+            unfinished += 1
+            continue
+        res = s.record["result"]
+        cfg = s.config
+        row = {"sparsity": float(cfg.get("sparsity", 0.0)), "nnz": res["nnz"], "data": res["data"],
+               "loss": res["eval_loss"], "family": manifest.get("family"), "grid": manifest.get("grid")}
+        for k in RESULT_COLUMNS:
+            if k in res:
+                row[k] = res[k]
+        for k in CONFIG_COLUMNS:
+            if k in cfg and k not in row:
+                row[k] = cfg[k]
+        row["nnz_target"] = cfg.get("nnz")
+        row["run_id"] = s.run_id
+        rows.append(row)
+    for s in failed:
+        warn(f"left out failed run {s.run_id} ({s.record.get('status')}: {s.record.get('reason')})")
+    if unfinished:
+        warn(f"left out {unfinished} run(s) not finished yet; see `bigsparse sweep-status {store.root}`")
+    if not rows:
+        raise InputError(f"{store.root}: no finished runs to export")
+    return pd.DataFrame(rows)

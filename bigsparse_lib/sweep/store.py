@@ -1,0 +1,252 @@
+"""The result store: a directory that a sweep fills one run at a time, and that survives being killed.
+
+Layout (all JSON is written to a temporary file and moved into place with `os.replace`,
+so a reader never sees half a file, whatever kills the writer):
+
+    DIR/sweep.json               what the directory holds: family, preset, grid, recipe version, run ids
+    DIR/runs/<id>/config.json    the run's TrainConfig (`to_dict()`), written when the sweep is planned
+    DIR/runs/<id>/running.json   host, pid, start time: present while a worker trains the run
+    DIR/runs/<id>/train/         the engine's own directory (orbax checkpoints, result.json): resume point
+    DIR/runs/<id>/record.json    the outcome, written once at the end: "ok", "diverged" or "error"
+
+A run's id is a hash of its full config and `train.RECIPE_VERSION`, so the same grid point
+always lands in the same folder, and a changed recipe never reuses an old number. A run
+that is recorded is never trained again; a run that was killed half-way resumes from its
+checkpoint. A directory planned for another family, preset, grid or recipe is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from bigsparse_lib.errors import InputError
+
+MANIFEST = "sweep.json"
+STORE_FORMAT = 1
+OK, DIVERGED, ERROR = "ok", "diverged", "error"  # record statuses; the last two are "failed"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write: temp file in the same folder, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def run_id(config: Mapping[str, Any], recipe_version: str) -> str:
+    """Key of a run: sha256 of its config dict (stable key order) and the recipe version, 16 hex digits."""
+    blob = json.dumps({"config": config, "recipe_version": recipe_version}, sort_keys=True,
+                      separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What `Store.status()` reports for one run."""
+
+    run_id: str
+    state: str  # "done", "failed", "running", "left"
+    config: dict
+    record: dict | None = None
+    running: dict | None = None
+
+
+class Store:
+    """A results directory. `Store.open(path, identity)` creates or checks it; `Store(path)` just reads it."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # ---- the manifest: what this directory is for -------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def manifest(self) -> dict:
+        if not self.manifest_path.is_file():
+            raise InputError(f"{self.root}: not a sweep results directory (no {MANIFEST})")
+        try:
+            return read_json(self.manifest_path)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{self.manifest_path}: unreadable ({e})") from None
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, identity: Mapping[str, Any]) -> "Store":
+        """Create the directory for `identity` (family, preset, grid, recipe_version), or check it matches.
+
+        A directory written by an incompatible sweep raises InputError naming the field
+        that differs, so results of different recipes are never mixed.
+        """
+        store = cls(root)
+        if store.root.exists() and not store.root.is_dir():
+            raise InputError(f"--results: {store.root} exists and is not a directory")
+        if store.manifest_path.is_file():
+            old = store.manifest()
+            if old.get("format") != STORE_FORMAT:
+                raise InputError(f"{store.root}: results written by store format {old.get('format')!r}; "
+                                 f"this version reads format {STORE_FORMAT}")
+            for key, value in identity.items():
+                if old.get(key) != value:
+                    raise InputError(
+                        f"{store.root} holds a sweep with {key}={old.get(key)!r}, not {value!r}; "
+                        f"use another --results directory (results of different sweeps are never mixed)")
+        elif store.root.is_dir() and any(store.root.iterdir()):
+            raise InputError(f"--results: {store.root} is not empty and is not a sweep results directory")
+        else:
+            write_json(store.manifest_path, {"format": STORE_FORMAT, **identity, "runs": []})
+        return store
+
+    def plan(self, configs: Iterable[Mapping[str, Any]], recipe_version: str) -> list[str]:
+        """Write each run's config (once) and list the run ids in the manifest; returns the ids in order."""
+        ids = []
+        for cfg in configs:
+            rid = run_id(cfg, recipe_version)
+            path = self.run_dir(rid) / "config.json"
+            if not path.is_file():
+                write_json(path, {"run_id": rid, "recipe_version": recipe_version, "config": dict(cfg)})
+            ids.append(rid)
+        if len(set(ids)) != len(ids):
+            raise ValueError("the grid holds the same run twice")
+        manifest = self.manifest()
+        if manifest.get("runs") != ids:
+            write_json(self.manifest_path, {**manifest, "runs": ids})
+        return ids
+
+    # ---- one run ----------------------------------------------------------------------------------
+    def run_dir(self, rid: str) -> Path:
+        return self.root / "runs" / rid
+
+    def train_dir(self, rid: str) -> Path:
+        return self.run_dir(rid) / "train"
+
+    def config(self, rid: str) -> dict:
+        return read_json(self.run_dir(rid) / "config.json")["config"]
+
+    def record(self, rid: str) -> dict | None:
+        path = self.run_dir(rid) / "record.json"
+        return read_json(path) if path.is_file() else None
+
+    def write_record(self, rid: str, record: Mapping[str, Any]) -> None:
+        write_json(self.run_dir(rid) / "record.json", dict(record))
+
+    def mark_running(self, rid: str) -> None:
+        write_json(self.run_dir(rid) / "running.json",
+                   {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+
+    def clear_running(self, rid: str) -> None:
+        try:
+            os.unlink(self.run_dir(rid) / "running.json")
+        except FileNotFoundError:
+            pass
+
+    def running(self, rid: str) -> dict | None:
+        """The running marker if its worker still lives (same host: pid checked; other hosts: trusted)."""
+        path = self.run_dir(rid) / "running.json"
+        try:
+            info = read_json(path)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
+            return None  # killed: the run is left (it resumes from its checkpoint)
+        return info
+
+    # ---- the whole sweep --------------------------------------------------------------------------
+    def run_ids(self) -> list[str]:
+        return list(self.manifest().get("runs", []))
+
+    def status(self) -> list[RunState]:
+        out = []
+        for rid in self.run_ids():
+            rec = self.record(rid)
+            if rec is not None:
+                state = "done" if rec.get("status") == OK else "failed"
+                out.append(RunState(rid, state, self.config(rid), record=rec))
+                continue
+            info = self.running(rid)
+            out.append(RunState(rid, "running" if info else "left", self.config(rid), running=info))
+        return out
+
+    def pending(self, *, retry_failed: bool = False) -> list[str]:
+        """Run ids without a record (and, with retry_failed, those recorded as failed), in grid order."""
+        out = []
+        for rid in self.run_ids():
+            rec = self.record(rid)
+            if rec is None or (retry_failed and rec.get("status") != OK):
+                out.append(rid)
+        return out
+
+
+class SweepLock:
+    """One sweep process per results directory: a lock file naming the live owner (host, pid).
+
+    A lock left by a killed sweep on this host is taken over; a live one is refused.
+    """
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / "sweep.lock"
+
+    def __enter__(self):
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    owner = read_json(self.path)
+                except (FileNotFoundError, json.JSONDecodeError):
+                    owner = {}
+                same_host = owner.get("host") == me["host"]
+                if owner and (not same_host or _pid_alive(int(owner.get("pid", -1)))):
+                    where = "" if same_host else f" on {owner.get('host')}"
+                    raise InputError(f"{self.path.parent} is in use by another sweep (pid {owner.get('pid')}"
+                                     f"{where}); remove {self.path} if that sweep is gone")
+                try:
+                    os.unlink(self.path)  # stale: its owner was killed
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return self
+        raise InputError(f"could not lock {self.path}")
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        return False

@@ -1,0 +1,451 @@
+"""Sweeps: grids (Table 1, §4.1, §4.2), the result store, executors, export.
+
+Store and executor logic is tested with `fake_train`, a stand-in for `train.train` that is
+a pure function of the config (loss from Table 7's law at the run's N, S, D, plus a
+config-hash wobble), so these tests take seconds. Smoke runs of the real engine are at
+the end, marked slow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bigsparse_lib import sweep
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.sweep import grids, store as store_mod
+from bigsparse_lib.sweep.store import Store
+
+HERE = Path(__file__).resolve().parent
+FAKE = "test_sweep:fake_train"  # importable in workers: tests/ is on sys.path (set for subprocesses below)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fake engine. Environment variables steer it, so it behaves the same in any worker:
+#   FAKE_DIVERGE_S   a sparsity whose runs diverge (raise train.Diverged)
+#   FAKE_SLEEP       seconds per fake "chunk" (5 chunks a run; a checkpoint after each)
+#   FAKE_LEDGER      a file: one line per run that finished (to count how often each ran)
+#   FAKE_DIE_ONCE    a folder: the first attempt of each run kills its own process (os._exit)
+# ------------------------------------------------------------------------------------------------
+CHUNKS = 5
+
+
+def fake_loss(config) -> tuple[float, int, float]:
+    """(loss, N, D) of a config: Table 7's T5 law plus a deterministic wobble from the config hash."""
+    from bigsparse_lib.law import SparseLaw
+
+    law = SparseLaw(a_S=16.8, b_S=0.722, c_S=45.0, b_N=0.245, a_D=6.9e8, b_D=0.203, c=0.651)
+    N = int(config.nnz)
+    D = float(config.steps) * 4096.0
+    h = int(hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:8], 16)
+    wobble = 1.0 + 1e-3 * ((h % 1000) / 500.0 - 1.0)
+    return float(law.loss(config.sparsity, N, D)) * wobble, N, D
+
+
+def fake_train(config, out_dir, *, progress=False):
+    from bigsparse_lib import train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "starts.log", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    die = os.environ.get("FAKE_DIE_ONCE")
+    if die:
+        marker = Path(die) / f"{out.parent.name}.died"
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("x")
+            os._exit(3)
+    ckpt = out / "ckpt.json"
+    done = json.loads(ckpt.read_text())["done"] if ckpt.exists() else 0
+    for i in range(done, CHUNKS):
+        time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+        tmp = out / "ckpt.tmp"
+        tmp.write_text(json.dumps({"done": i + 1}))
+        os.replace(tmp, ckpt)
+    if os.environ.get("FAKE_DIVERGE_S") and float(os.environ["FAKE_DIVERGE_S"]) == config.sparsity:
+        raise train.Diverged("training loss became nan at step 3")
+    loss, N, D = fake_loss(config)
+    result = {"status": "ok", "eval_loss": loss, "nnz": N, "dense_params": int(N / (1 - config.sparsity)),
+              "data": D, "steps": config.steps, "flops_dense": 6.0 * N * D, "flops_sparse": 6.0 * N * D,
+              "config": config.to_dict(), "recipe_version": train.RECIPE_VERSION, "resumed_from": done}
+    if os.environ.get("FAKE_LEDGER"):
+        with open(os.environ["FAKE_LEDGER"], "a") as f:
+            f.write(out.parent.name + "\n")
+    (out / "result.json").write_text(json.dumps(result))
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _importable_fake(monkeypatch):
+    """Workers in other processes (spawned pool, dask, submitit) import `test_sweep` from tests/."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    if str(HERE) not in sys.path:
+        monkeypatch.syspath_prepend(str(HERE))
+
+
+def small_grid(n: int = 3) -> sweep.Grid:
+    """The first n runs of the T5 smoke grid: executors that start processes cost seconds per run."""
+    g = sweep.make_grid("t5", "smoke", "main")
+    return sweep.Grid(g.family, g.preset, g.name, g.runs[:n])
+
+
+def losses(results) -> dict[str, float]:
+    df = sweep.export(results, warn=lambda m: None)
+    return dict(zip(df["run_id"], df["loss"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Grids
+# ------------------------------------------------------------------------------------------------
+def test_full_main_grids_have_table1_counts_and_values():
+    vit = sweep.make_grid("vit", "full", "main")
+    t5 = sweep.make_grid("t5", "full", "main")
+    assert len(vit) == 112 and len(t5) == 48  # Table 1, "Total #runs"
+    assert sorted({c.steps for c in vit}) == [55_000, 110_000, 220_000, 440_000]
+    assert sorted({c.steps for c in t5}) == [250_000, 500_000, 1_000_000]
+    # Table 1's sizes, as nominal N (0.66M ... 42.4M in 2x steps; 1.3M ... 85M in 4x steps)
+    vit_n = sorted(grids.VIT_FULL.sizes)
+    assert vit_n[0] == pytest.approx(0.66e6, rel=0.01) and vit_n[-1] == pytest.approx(42.4e6, rel=0.01)
+    assert np.allclose(np.diff(np.log2(vit_n)), 1.0)
+    t5_n = sorted(grids.T5_FULL.sizes)
+    assert t5_n[0] == pytest.approx(1.3e6, rel=0.03) and t5_n[-1] == pytest.approx(85e6, rel=0.01)
+    assert np.allclose(np.diff(np.log(t5_n)) / np.log(4), 1.0)
+    assert {c.sparsity for c in t5} == {0.0, 0.5, 0.75, 0.875}
+    for c in list(vit) + list(t5):
+        c.validate()
+    # T5's exact backbone count is 7/6 of the released normaliser (decoder cross-attention)
+    assert {c.nnz for c in t5 if c.sparsity == 0} == {round(n * 7 / 6) for n in t5_n}
+    assert {c.nnz for c in vit if c.sparsity == 0} == set(vit_n)
+
+
+@pytest.mark.parametrize("family", ["vit", "t5"])
+def test_full_main_grid_matches_the_released_runs(family, released):
+    """Every released run is a grid point and vice versa: same (scale, S) pairs and lengths."""
+    df = released(family)
+    base = grids.BASE_NNZ[family]
+    if family == "vit":
+        # 225M, 450M, 900M, 1.8B images for 55K ... 440K steps (~4091 images a step)
+        got_steps = [int(round(x * 55_000 / 225e6)) for x in df["data"]]
+    else:
+        got_steps = df["steps"].astype(int).tolist()
+    released_points = sorted(zip(np.round(df["scale"], 8), df["sparsity"].round(6), got_steps))
+    grid = sweep.make_grid(family, "full", "main")
+    spec = grids.MAIN[family, "full"]
+    nominal = {grids.to_exact(family, N): N for N in spec.sizes}
+    ours = sorted((round(nominal[c.nnz] / (1 - c.sparsity) / base, 8), round(c.sparsity, 6), c.steps)
+                  for c in grid)
+    assert ours == released_points
+
+
+def test_nm_grid_is_the_fewest_steps_or_smallest_model():
+    grid = sweep.make_grid("t5", "full", "nm")
+    spec = grids.T5_FULL
+    assert len(grid) == 4 * (len(spec.sizes) + len(spec.steps) - 1) == 24
+    assert {c.pattern for c in grid} == {"2:4", "1:4", "4:8", "2:8"}
+    S = {"2:4": 0.5, "1:4": 0.75, "4:8": 0.5, "2:8": 0.75}
+    for p in S:
+        runs = [c for c in grid if c.pattern == p]
+        smallest = min(c.nnz for c in runs)
+        # N moves to a width whose kernels split into groups of m: at most ~13% here
+        assert abs(math.log(smallest / grids.to_exact("t5", spec.sizes[0]))) < math.log(1.15)
+        for c in runs:
+            assert c.sparsity == S[p]
+            assert c.steps == min(spec.steps) or c.nnz == smallest
+            c.validate()
+        # every length appears at the smallest size, every size at the fewest steps
+        assert {c.steps for c in runs if c.nnz == smallest} == set(spec.steps)
+        assert len({c.nnz for c in runs if c.steps == min(spec.steps)}) == 4
+
+
+@pytest.mark.parametrize("preset", ["smoke", "toy"])
+def test_nm_grid_widths_split_into_groups_of_m(preset):
+    from bigsparse_lib import models
+
+    import jax
+
+    for c in sweep.make_grid("vit", preset, "nm"):
+        m = int(c.pattern.split(":")[1])
+        mcfg = models.config_for_nnz("vit", preset, c.nnz, c.sparsity)
+        fam = models.get_family("vit")
+        shapes = jax.eval_shape(lambda k: fam.init(mcfg, k), jax.random.key(0))
+        flags = jax.tree.leaves(fam.sparsifiable(shapes))
+        assert all(x.shape[0] % m == 0 for x, f in zip(jax.tree.leaves(shapes), flags) if f)
+        # and N stays near the main grid's size
+        nearest = min(grids.MAIN["vit", preset].sizes, key=lambda n: abs(math.log(c.nnz / n)))
+        assert abs(math.log(c.nnz / nearest)) < math.log(1.5)
+
+
+def test_pretrained_grid_structure():
+    grid = sweep.make_grid("vit", "full", "pretrained")
+    spec = grids.PRETRAINED["vit", "full"]
+    from bigsparse_lib.train import RECIPE_VERSION
+
+    ids = {store_mod.run_id(c.to_dict(), RECIPE_VERSION): c for c in grid}
+    dense = [c for c in grid if c.init is None and c.sparsity == 0]
+    pruned = [c for c in grid if c.init is not None]
+    scratch = [c for c in grid if c.init is None and c.sparsity > 0]
+    assert len(dense) == 3 and len(pruned) == 9 and len(scratch) == 9 * len(spec.scratch_multiples)
+    # S/16, M/16, B/16: widths 384, 512, 768 of ViT-B's shape
+    assert sorted(c.nnz for c in dense) == [round(84934656 * (w / 768) ** 2) for w in (384, 512, 768)]
+    assert all(c.steps == 16_000_000_000 // 4096 for c in dense)  # 4 epochs of JFT-4B, batch 4096
+    for c in pruned:
+        parent = ids[c.init[1:]]
+        assert parent.sparsity == 0 and parent in dense
+        assert c.steps == round(0.056 * parent.steps)  # 5.6% of the pretraining budget
+        assert c.nnz == round(parent.nnz * (1 - c.sparsity))
+    assert {c.sparsity for c in pruned} == {0.5, 0.75, 0.875}
+    prune_steps = pruned[0].steps
+    assert sorted({c.steps / prune_steps for c in scratch}) == pytest.approx(spec.scratch_multiples, rel=1e-3)
+
+
+@pytest.mark.parametrize("family", ["vit", "t5"])
+@pytest.mark.parametrize("preset", ["smoke", "toy"])
+def test_small_grids_build_valid_models(family, preset):
+    from bigsparse_lib import models
+
+    for name in ("main", "pretrained"):
+        grid = sweep.make_grid(family, preset, name)
+        for c in grid:
+            models.config_for_nnz(family, preset, c.nnz, c.sparsity)  # raises if too small
+        assert len({(c.nnz, c.sparsity, c.steps, c.init) for c in grid}) == len(grid)
+    main = sweep.make_grid(family, preset, "main")
+    assert {c.sparsity for c in main} >= {0.0, 0.5}
+    assert len({c.steps for c in main}) >= 2 and len({c.nnz for c in main if c.sparsity == 0}) >= 2
+
+
+@pytest.mark.parametrize("args", [("vit", "huge", "main"), ("bert", "toy", "main"), ("t5", "toy", "moon")])
+def test_unknown_grid_names_are_input_errors(args):
+    with pytest.raises(InputError):
+        sweep.make_grid(*args)
+
+
+# ------------------------------------------------------------------------------------------------
+# The store
+# ------------------------------------------------------------------------------------------------
+def test_run_id_keys_on_config_and_recipe():
+    a = {"family": "t5", "nnz": 10, "sparsity": 0.5}
+    assert store_mod.run_id(a, "1") == store_mod.run_id(dict(reversed(list(a.items()))), "1")
+    assert store_mod.run_id(a, "1") != store_mod.run_id(a, "2")
+    assert store_mod.run_id(a, "1") != store_mod.run_id({**a, "seed": 1}, "1")
+
+
+def test_write_json_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "x.json"
+    store_mod.write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        store_mod.write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left behind
+
+
+def test_incompatible_results_directory_is_refused(tmp_path):
+    grid = sweep.make_grid("t5", "smoke", "main")
+    sweep.open_store(grid, tmp_path / "r")
+    for other in (sweep.make_grid("vit", "smoke", "main"), sweep.make_grid("t5", "smoke", "nm")):
+        with pytest.raises(InputError, match="holds a sweep with"):
+            sweep.open_store(other, tmp_path / "r")
+    manifest = json.loads((tmp_path / "r" / "sweep.json").read_text())
+    store_mod.write_json(tmp_path / "r" / "sweep.json", {**manifest, "recipe_version": "0-old"})
+    with pytest.raises(InputError, match="recipe_version"):
+        sweep.open_store(grid, tmp_path / "r")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        sweep.open_store(grid, tmp_path / "junk")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sweeps with the fake engine
+# ------------------------------------------------------------------------------------------------
+def test_sweep_records_every_run_once_and_resume_skips(tmp_path, monkeypatch):
+    ledger = tmp_path / "ledger"
+    monkeypatch.setenv("FAKE_LEDGER", str(ledger))
+    grid = sweep.make_grid("t5", "smoke", "main")
+    s1 = sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+    assert (s1.total, s1.skipped, s1.done, s1.failed) == (len(grid), 0, len(grid), [])
+    s2 = sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+    assert (s2.skipped, s2.done) == (len(grid), 0)
+    lines = ledger.read_text().split()
+    assert len(lines) == len(set(lines)) == len(grid)
+    # the records hold what the engine returned for exactly that config
+    df = sweep.export(tmp_path / "r")
+    assert len(df) == len(grid)
+    from bigsparse_lib.train import TrainConfig
+
+    for _, row in df.iterrows():
+        cfg = TrainConfig.from_dict(Store(tmp_path / "r").config(row["run_id"]))
+        assert row["loss"] == pytest.approx(fake_loss(cfg)[0], rel=1e-12)
+        assert (row["sparsity"], row["nnz"], row["steps"]) == (cfg.sparsity, cfg.nnz, cfg.steps)
+
+
+def test_unfinished_run_resumes_from_its_checkpoint(tmp_path):
+    grid = sweep.make_grid("vit", "smoke", "main")
+    store, ids = sweep.open_store(grid, tmp_path / "r")
+    # a run killed after 3 of 5 chunks: its folder has a checkpoint, no record
+    tdir = store.train_dir(ids[2])
+    tdir.mkdir(parents=True)
+    (tdir / "ckpt.json").write_text(json.dumps({"done": 3}))
+    sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+    rec = store.record(ids[2])
+    assert rec["status"] == "ok" and rec["result"]["resumed_from"] == 3
+    assert all(store.record(i)["result"]["resumed_from"] == 0 for i in ids if i != ids[2])
+
+
+def test_diverged_run_is_failed_in_status_and_left_out_of_export(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DIVERGE_S", "0.5")
+    grid = sweep.make_grid("t5", "smoke", "main")
+    summary = sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+    n_bad = sum(c.sparsity == 0.5 for c in grid)
+    assert n_bad > 0 and len(summary.failed) == n_bad and summary.done == len(grid) - n_bad
+    st = sweep.status(tmp_path / "r")
+    assert (st["done"], st["failed"], st["left"], st["running"]) == (len(grid) - n_bad, n_bad, 0, 0)
+    assert all("nan" in r["reason"] for r in st["runs"] if r["state"] == "failed")
+    warnings = []
+    df = sweep.export(tmp_path / "r", warn=warnings.append)
+    assert len(df) == len(grid) - n_bad and (df["sparsity"] != 0.5).all()
+    assert len(warnings) == n_bad and all("diverged" in w for w in warnings)
+    # a diverged run is final: resuming does not train it again ...
+    monkeypatch.delenv("FAKE_DIVERGE_S")
+    again = sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+    assert again.done == 0 and len(again.failed) == n_bad
+    # ... unless asked to
+    retried = sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False, retry_failed=True)
+    assert retried.done == n_bad and retried.failed == []
+
+
+def test_an_exception_is_recorded_as_error_and_retried_next_time(tmp_path):
+    grid = sweep.make_grid("t5", "smoke", "main")
+    s = sweep.run_sweep(grid, tmp_path / "r", trainer="test_sweep:no_such_function", progress=False)
+    assert len(s.failed) == len(grid) and not s.complete
+    assert sweep.status(tmp_path / "r")["failed"] == len(grid)
+    s = sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+    assert s.done == len(grid) and s.complete
+
+
+def test_pretrained_grid_runs_parents_first_and_passes_their_folder(tmp_path):
+    grid = sweep.make_grid("vit", "smoke", "pretrained")
+    seen = []
+
+    def spy(config, out_dir, *, progress=False):
+        seen.append(config)
+        return fake_train(config, out_dir, progress=progress)
+
+    summary = sweep.run_sweep(grid, tmp_path / "r", trainer=spy, progress=False)
+    assert summary.complete and summary.failed == []
+    pruned = [c for c in seen if c.init is not None]
+    assert pruned and all(Path(c.init).name == "train" and (Path(c.init) / "result.json").is_file() for c in pruned)
+    from bigsparse_lib.train import RECIPE_VERSION
+
+    order = {store_mod.run_id(c.to_dict(), RECIPE_VERSION): i for i, c in enumerate(seen) if c.init is None}
+    for c in pruned:
+        parent = Path(c.init).parent.name
+        assert order[parent] < seen.index(c)  # the dense parent trained first
+        assert Store(tmp_path / "r").config(parent)["sparsity"] == 0.0
+
+
+@pytest.mark.parametrize("executor,options", [
+    ("process", {"workers": 2}),
+    ("dask", {"workers": 2, "processes": False}),
+    ("slurm", {"cluster": "local", "workers": 2}),
+])
+def test_executors_give_the_same_records_as_in_process(tmp_path, executor, options):
+    grid = small_grid(3)
+    sweep.run_sweep(grid, tmp_path / "local", trainer=FAKE, progress=False)
+    workers = options.pop("workers")
+    s = sweep.run_sweep(grid, tmp_path / executor, executor=executor, workers=workers, trainer=FAKE,
+                        progress=False, **options)
+    assert s.complete and s.failed == []
+    assert losses(tmp_path / executor) == losses(tmp_path / "local")
+
+
+def test_a_dead_worker_loses_only_its_run(tmp_path, monkeypatch):
+    """Each run's first attempt kills its worker process; it is started again, and every run ends recorded once."""
+    monkeypatch.setenv("FAKE_DIE_ONCE", str(tmp_path / "deaths"))
+    ledger = tmp_path / "ledger"
+    monkeypatch.setenv("FAKE_LEDGER", str(ledger))
+    grid = small_grid(2)
+    s = sweep.run_sweep(grid, tmp_path / "r", executor="process", workers=2, trainer=FAKE, progress=False)
+    assert s.complete and s.failed == []
+    lines = ledger.read_text().split()
+    assert len(lines) == len(set(lines)) == len(grid)
+    assert len(list((tmp_path / "deaths").iterdir())) == len(grid)  # each did die once
+
+
+def test_a_worker_that_always_dies_is_recorded_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep.executors, "MAX_WORKER_DEATHS", 1)
+    monkeypatch.setenv("FAKE_DIE_ONCE", str(tmp_path / "deaths"))
+    s = sweep.run_sweep(small_grid(1), tmp_path / "r", executor="process", workers=1, trainer=FAKE, progress=False)
+    assert len(s.failed) == 1
+    assert "died 1 times" in sweep.status(tmp_path / "r")["runs"][0]["reason"]
+
+
+def test_missing_executor_package_is_an_input_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    grid = sweep.make_grid("t5", "smoke", "main")
+    with pytest.raises(InputError, match="dask"):
+        sweep.run_sweep(grid, tmp_path / "r", executor="dask", trainer=FAKE, progress=False)
+    with pytest.raises(InputError, match="submitit"):
+        sweep.run_sweep(grid, tmp_path / "r", executor="slurm", trainer=FAKE, progress=False)
+    assert not (tmp_path / "r").exists()  # refused before touching the directory
+
+
+def test_slurm_without_sbatch_is_an_input_error(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InputError, match="sbatch"):
+        sweep.executors.make_executor("slurm")
+
+
+def test_a_live_sweep_locks_its_directory(tmp_path):
+    grid = sweep.make_grid("t5", "smoke", "main")
+    store, _ = sweep.open_store(grid, tmp_path / "r")
+    with store_mod.SweepLock(store.root):
+        with pytest.raises(InputError, match="in use"):
+            sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+    # a lock left by a dead process is taken over
+    store_mod.write_json(store.root / "sweep.lock", {"host": os.uname().nodename, "pid": 2**22 + 12345})
+    assert sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False).complete
+
+
+# ------------------------------------------------------------------------------------------------
+# The real engine
+# ------------------------------------------------------------------------------------------------
+def test_real_engine_run_is_recorded_and_exported(tmp_path):
+    """One smoke run through the real `train.train`: the record holds its result, the export its N, D, loss."""
+    g = sweep.make_grid("vit", "smoke", "main")
+    grid = sweep.Grid(g.family, g.preset, g.name, tuple(c for c in g.runs if c.sparsity == 0.5)[:1])
+    s = sweep.run_sweep(grid, tmp_path / "r", progress=False)
+    assert s.complete and s.failed == []
+    store = Store(tmp_path / "r")
+    (rid,) = store.run_ids()
+    engine_result = json.loads((store.train_dir(rid) / "result.json").read_text())
+    df = sweep.export(tmp_path / "r")
+    row = df.iloc[0]
+    assert (row["loss"], row["nnz"], row["data"]) == (engine_result["eval_loss"], engine_result["nnz"],
+                                                      engine_result["data"])
+    cfg = grid.runs[0]
+    assert row["data"] == cfg.steps * 8  # smoke ViT: batch 8 images a step
+    assert abs(row["nnz"] / cfg.nnz - 1) < 0.2 and math.isfinite(row["loss"])
+    # resuming finds it recorded and does not train again
+    assert sweep.run_sweep(grid, tmp_path / "r", progress=False).skipped == 1
+
+
+@pytest.mark.slow
+def test_real_engine_nm_and_pretrained_smoke_grids(tmp_path):
+    """The §4.1 and §4.2 smoke grids run end to end on the real engine (n:m widths, init from a parent)."""
+    for name in ("nm", "pretrained"):
+        grid = sweep.make_grid("t5", "smoke", name)
+        s = sweep.run_sweep(grid, tmp_path / name, progress=False)
+        assert s.complete and s.failed == [], sweep.status(tmp_path / name)
+        df = sweep.export(tmp_path / name)
+        assert len(df) == len(grid)
+        if name == "nm":
+            assert set(df["pattern"]) == {"2:4", "1:4", "4:8", "2:8"}
