@@ -163,3 +163,127 @@ def _axes(ax, size):
         fig, ax = plt.subplots(figsize=size)
         return fig, ax
     return ax.figure, ax
+
+
+# ---- Extensions (§4) and ablations (App. B) ---------------------------------------------------------------
+PATTERN_STYLES = {"2:4": ("#ff7f0e", "o"), "4:8": ("#ff7f0e", "s"), "1:4": ("#2ca02c", "o"), "2:8": ("#2ca02c", "s")}
+
+
+def nm_masks(w, masks: dict, *, m: int, axes=None, title: str = ""):
+    """Algorithm 1 (App. A.1) on a small matrix: |w| and, per panel, the mask it keeps.
+
+    `masks`: label -> boolean mask of w's shape. Groups of `m` consecutive entries along
+    axis 0 (the rows here) are outlined, so "at least n kept per group" can be read off.
+    """
+    w = np.asarray(w)
+    panels = [("|w|", np.abs(w), None)] + [(label, np.where(mk, np.abs(w), np.nan), mk) for label, mk in masks.items()]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.4), squeeze=False)
+        axes = axes[0]
+    fig = axes[0].figure
+    vmax = float(np.abs(w).max())
+    for ax, (label, values, mk) in zip(axes, panels):
+        ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax)
+        for i in range(w.shape[0]):
+            for j in range(w.shape[1]):
+                kept = mk is None or bool(mk[i, j])
+                ax.text(j, i, f"{abs(w[i, j]):.2f}", ha="center", va="center", fontsize=7,
+                        color="k" if kept else "0.6")
+        for g in range(1, w.shape[0] // m):
+            ax.axhline(g * m - 0.5, color="k", lw=1.5)
+        kept = "" if mk is None else f"\n{int(np.sum(mk))} of {mk.size} kept"
+        ax.set(xticks=[], yticks=[], title=f"{label}{kept}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def loss_vs_nnz_nm(df: pd.DataFrame, laws: dict | None = None, *, base=None, ax=None, title: str = ""):
+    """Fig. 6: loss against non-zeros N for a subset of n:m data (one length), dense and each pattern.
+
+    `df`: tidy rows with a `pattern` column ("unstructured" for dense); `laws`: pattern
+    family ("n:4", "n:8") -> law, drawn through that family's patterns; `base`: the dense
+    law, drawn through the dense points.
+    """
+    fig, ax = _axes(ax, (5.4, 4.2))
+    n = np.geomspace(df["nnz"].min() / 1.2, df["nnz"].max() * 1.2, 50)
+    D = float(df["data"].iloc[0])
+    dense = df[df["sparsity"] == 0].sort_values("nnz")
+    ax.plot(dense["nnz"], dense["loss"], "o", color=_color(0.0), label="dense")
+    if base is not None:
+        ax.plot(n, np.asarray(predict(base, 0.0, n, D)), "-", color=_color(0.0), lw=1)
+    for pattern, grp in df[df["sparsity"] > 0].groupby("pattern"):
+        color, marker = PATTERN_STYLES.get(pattern, ("k", "^"))
+        grp = grp.sort_values("nnz")
+        ax.plot(grp["nnz"], grp["loss"], marker, color=color, mfc="none" if marker == "s" else color,
+                label=f"{pattern} (S = {grp['sparsity'].iloc[0]:g})")
+        law = (laws or {}).get(f"n:{pattern.split(':')[1]}")
+        if law is not None:
+            ax.plot(n, np.asarray(predict(law, grp["sparsity"].iloc[0], n, D)), "--" if marker == "s" else "-",
+                    color=color, lw=1)
+    ax.set(xscale="log", xlabel="non-zero parameters N", ylabel="loss L", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def pruned_vs_scratch(table: pd.DataFrame, scratch: pd.DataFrame | None = None, law=None, *, axes=None,
+                      title: str = ""):
+    """Table 4 drawn: per sparsity, loss against data of sparsifying from scratch, and the pruned model.
+
+    `table`: rows of `pretrained.table4` (one per dense model and S); `scratch`: the
+    from-scratch runs (tidy); `law`: drawn as the from-scratch loss curve at each pruned
+    model's N. The pruned model sits at D_prune (filled) and the law's D_scratch (open).
+    """
+    sparsities = sorted(table["sparsity"].unique())
+    if axes is None:
+        fig, axes = plt.subplots(1, len(sparsities), figsize=(4.0 * len(sparsities), 3.6), sharey=True, squeeze=False)
+        axes = axes[0]
+    fig = axes[0].figure
+    sizes = sorted(table["dense_nnz"].unique())
+    cmap = plt.get_cmap("viridis", max(len(sizes), 2))
+    for ax, S in zip(axes, sparsities):
+        for _, row in table[table["sparsity"] == S].iterrows():
+            color = cmap(sizes.index(row["dense_nnz"]))
+            label = f"dense {row['dense_nnz']:.3g} -> N = {row['nnz']:.3g}"
+            ax.plot([row["D_prune"]], [row["loss_pruned"]], "*", ms=12, color=color, mec="k", label=label)
+            ax.axhline(row["loss_pruned"], color=color, lw=0.6, ls=":")
+            hi = row["D_prune"] * 64
+            if scratch is not None and len(scratch):
+                grp = scratch[np.isclose(scratch["nnz"], row["nnz"], rtol=0.05) & np.isclose(scratch["sparsity"], S)]
+                ax.plot(grp["data"], grp["loss"], "o", color=color, ms=5)
+                hi = max(hi, float(grp["data"].max()) * 1.5) if len(grp) else hi
+            if law is not None:
+                d = np.geomspace(row["D_prune"] / 1.5, hi, 60)
+                ax.plot(d, np.asarray(predict(law, S, row["nnz"], d)), "-", color=color, lw=1)
+                if np.isfinite(row.get("exc_law", np.nan)):
+                    ax.plot([row["exc_law"] * row["D_prune"]], [row["loss_pruned"]], "o", mfc="none", mec=color, ms=9)
+        ax.set(xscale="log", xlabel="data D of the sparse run", title=f"S = {S:g}")
+    axes[0].set_ylabel("loss L")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def schedule_ablation(curves: dict, *, axes=None, title: str = ""):
+    """Table 5 drawn: sparsity and training loss against step for each schedule variant.
+
+    `curves`: label -> records of a run's log (`train.read_log`: step, loss, sparsity).
+    """
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig = axes[0].figure
+    for label, log in curves.items():
+        log = [r for r in log if "loss" in r and "sparsity" in r]
+        steps = [r["step"] for r in log]
+        axes[0].plot(steps, [r["sparsity"] for r in log], lw=1.2, label=label)
+        axes[1].plot(steps, [r["loss"] for r in log], lw=1, label=label)
+    axes[0].set(xlabel="step", ylabel="sparsity of the trained weights", title="schedule")
+    axes[1].set(xlabel="step", ylabel="training loss", yscale="log", title="training loss")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
