@@ -4,7 +4,7 @@ Both are small grids (`sweep.Grid`) run through the sweep store, so a built book
 their results (`results/<family>-<preset>-table5`, `...-table6`) like any other sweep:
 
     grid = table5_grid("t5", "toy")
-    sweep.run_sweep(grid, "results/t5-toy-table5", trainer=TRAINER)
+    sweep.run_sweep(grid, "results/t5-toy-table5")
     df = table5(sweep.export("results/t5-toy-table5"))
 
 Table 5 (paper: ViT-B/16, 900M images, S = 0.9375): seven (start, end, frequency)
@@ -15,13 +15,11 @@ the same ratio of that preset's default interval (`base_every`).
 Table 6 (paper: T5 at 1.3M and 42M non-zeros, 250K steps = the shortest T5 runs): GMP
 against AC/DC at S = 0.5, 0.75, 0.875. AC/DC alternates sparse and dense phases of 10K
 steps inside the GMP pruning window (25%-75%) of a 250K-step run, i.e. phases of 4% of
-training; `train` (the trainer to pass to `run_sweep`) keeps that proportion at every run
-length. The engine's own default is a fixed 10K-step phase (`pruning.PruningConfig`),
-which a run shorter than 40K steps never leaves: it would be one sparse phase, not AC/DC.
+training; the engine keeps that proportion at every run length
+(`pruning.ACDC_PHASE_FRACTION`, `PruningConfig.phase_steps`).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +27,10 @@ import numpy as np
 import pandas as pd
 
 from bigsparse_lib import paper
+from bigsparse_lib.pruning import ACDC_PHASE_FRACTION, PruningConfig
 from bigsparse_lib.schedule import GradualSchedule
 
-TRAINER = "bigsparse_lib.ablations:train"  # a string, so that any executor's workers can import it
 PAPER_EVERY = 100  # the paper's default mask update interval (App. A); Table 5's frequencies are relative to it
-ACDC_PHASE_FRACTION = 10_000 / 250_000  # App. B: 10K-step phases in the 250K-step runs of Table 6
 
 
 @dataclass(frozen=True)
@@ -110,29 +107,8 @@ def table6_grid(family: str, preset: str, *, seed: int = 0):
 
 
 def acdc_phase_steps(steps: int) -> int:
-    """AC/DC phase length for a run of `steps`: 4% of training (10K of 250K, App. B), at least 1."""
-    return max(1, int(round(ACDC_PHASE_FRACTION * int(steps))))
-
-
-def _acdc_optimizer(config, task):
-    """The engine's optimizer (`train.make_optimizer`) with AC/DC phases in proportion to the run."""
-    from bigsparse_lib import optim, pruning
-
-    inner = optim.for_family(config.family, int(config.steps), config.preset, learning_rate=config.learning_rate)
-    prune = pruning.PruningConfig(method="acdc", pattern=config.pattern, schedule=config.schedule,
-                                  acdc_phase_steps=acdc_phase_steps(config.steps))
-    return pruning.sparsify(inner, task.targets, int(config.steps), prune)
-
-
-def train(config, out_dir: str | Path, *, progress: bool = True, **kwargs) -> dict:
-    """`train.train`, except that AC/DC runs get phases of `acdc_phase_steps(steps)` steps."""
-    from bigsparse_lib import train as engine
-
-    if config.method != "acdc":
-        return engine.train(config, out_dir, progress=progress, **kwargs)
-    config = config.resolved()
-    task = dataclasses.replace(engine.make_task(config), optimizer=_acdc_optimizer)
-    return engine.train(config, out_dir, progress=progress, task=task, **kwargs)
+    """AC/DC phase length the engine uses for a run of `steps`: 4% of training (10K of 250K, App. B)."""
+    return PruningConfig(method="acdc").phase_steps(steps)
 
 
 # ---- the tables from the sweeps' exports -----------------------------------------------------------------

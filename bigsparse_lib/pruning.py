@@ -58,6 +58,10 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
     return n, m
 
 
+# App. B: AC/DC with "a sparse and dense cycle length of 20K steps (10K each phase)" in 250K-step runs.
+ACDC_PHASE_FRACTION = 10_000 / 250_000
+
+
 @dataclass(frozen=True)
 class PruningConfig:
     """How to sparsify (App. A, B; §4.1, §4.2).
@@ -68,8 +72,9 @@ class PruningConfig:
                 (start=0.0: prune a pretrained checkpoint before the first step) and keep
                 that mask.
       "acdc"    AC/DC (Peste et al., 2021): dense before `schedule.start`; inside
-                [start, end) alternating sparse and dense phases of `acdc_phase_steps`
-                steps each, beginning sparse; sparse with a final mask from `end` on.
+                [start, end) alternating sparse and dense phases, beginning sparse; sparse
+                with a final mask from `end` on. A phase lasts `acdc_phase_steps` steps, or
+                by default ACDC_PHASE_FRACTION of the run (the paper's 10K of 250K steps).
       "none"    dense training; the wrapper does nothing.
     pattern: "unstructured" or "n:m" (e.g. "2:4"): n:m groups are m consecutive weights
       along axis 0 of a kernel [in, out], the reduction dimension.
@@ -82,7 +87,7 @@ class PruningConfig:
     method: str = "gmp"
     pattern: str = "unstructured"
     schedule: GradualSchedule = PAPER_SCHEDULE
-    acdc_phase_steps: int = 10_000  # paper, App. B: 20K-step cycles, 10K per phase
+    acdc_phase_steps: int | None = None  # None: ACDC_PHASE_FRACTION of the run (App. B: 10K of 250K)
     acdc_sparsity: str = "fixed"
 
     def __post_init__(self):
@@ -91,7 +96,7 @@ class PruningConfig:
         parse_pattern(self.pattern)
         if not isinstance(self.schedule, GradualSchedule):
             raise InputError(f"schedule must be a GradualSchedule, got {type(self.schedule).__name__}")
-        if int(self.acdc_phase_steps) < 1:
+        if self.acdc_phase_steps is not None and int(self.acdc_phase_steps) < 1:
             raise InputError(f"acdc_phase_steps must be >= 1, got {self.acdc_phase_steps}")
         if self.acdc_sparsity not in ("fixed", "schedule"):
             raise InputError(f"acdc_sparsity must be 'fixed' or 'schedule', got {self.acdc_sparsity!r}")
@@ -99,6 +104,12 @@ class PruningConfig:
     @property
     def nm(self) -> tuple[int, int] | None:
         return parse_pattern(self.pattern)
+
+    def phase_steps(self, total_steps: int) -> int:
+        """Length of one AC/DC phase in a run of `total_steps` (App. B: 10K of 250K steps)."""
+        if self.acdc_phase_steps is not None:
+            return int(self.acdc_phase_steps)
+        return max(1, int(round(ACDC_PHASE_FRACTION * int(total_steps))))
 
     def effective_schedule(self) -> GradualSchedule:
         """The schedule in force: one-shot is a ramp of zero length at `start`."""
@@ -119,7 +130,7 @@ class PruningConfig:
             return xp.zeros_like(step, dtype=bool)
         start, end = self.window(total_steps)
         if self.method == "acdc":
-            phase_start = ((step - start) % int(self.acdc_phase_steps)) == 0
+            phase_start = ((step - start) % self.phase_steps(total_steps)) == 0
             return ((step >= start) & (step < end) & phase_start) | (step == end)
         every = int(self.schedule.every)
         return ((step >= start) & (step < end) & (step % every == 0)) | (step == end)
@@ -138,7 +149,7 @@ class PruningConfig:
         start, end = self.window(total_steps)
         sched = self.effective_schedule()
         if self.method == "acdc":
-            phase = int(self.acdc_phase_steps)
+            phase = self.phase_steps(total_steps)
             sparse_phase = ((step - start) // phase) % 2 == 0
             if self.acdc_sparsity == "fixed":
                 level = S + 0.0 * step

@@ -145,24 +145,18 @@ def test_table6_grid_and_acdc_phases():
     assert ablations.acdc_phase_steps(100) == 4 and ablations.acdc_phase_steps(8) == 1
 
 
-def test_acdc_trainer_passes_proportional_phases(monkeypatch, tmp_path):
-    """The ablation trainer hands the engine a task whose optimizer is AC/DC with 4%-of-run phases."""
+def test_engine_acdc_phases_scale_with_the_run(monkeypatch):
+    """The engine's AC/DC optimizer gets phases of 4% of the run (the paper's 10K of 250K steps)."""
     from bigsparse_lib import pruning, train
 
     seen = {}
     real = pruning.sparsify
 
     def spy(inner, targets, total_steps, config):
-        seen["config"], seen["steps"] = config, total_steps
+        seen["phase"], seen["steps"] = config.phase_steps(total_steps), total_steps
         return real(inner, targets, total_steps, config)
 
     monkeypatch.setattr(pruning, "sparsify", spy)
-    cfg = train.TrainConfig(family="t5", preset="smoke", sparsity=0.5, method="acdc", steps=50)
-
-    def fake_train(config, out_dir, *, progress=True, task=None, **kw):
-        task.optimizer(config, task)
-        return {"status": "ok"}
-
-    monkeypatch.setattr(train, "train", fake_train)
-    assert ablations.train(cfg, tmp_path, progress=False) == {"status": "ok"}
-    assert seen["config"].method == "acdc" and seen["config"].acdc_phase_steps == 2 and seen["steps"] == 50
+    cfg = train.TrainConfig(family="t5", preset="smoke", sparsity=0.5, method="acdc", steps=50).resolved()
+    train.make_optimizer(cfg, train.make_task(cfg))
+    assert seen == {"phase": 2, "steps": 50}
