@@ -136,8 +136,8 @@ def test_table5_grid_is_the_papers_seven_schedules(preset):
 def test_table6_grid_and_acdc_phases():
     grid = ablations.table6_grid("t5", "toy")
     assert sorted({(c.nnz, c.sparsity) for c in grid}) == sorted(
-        (N, S) for N in (6_000, 24_000) for S in (0.5, 0.75, 0.875))
-    assert sorted(c.method for c in grid) == ["acdc"] * 6 + ["gmp"] * 6
+        (N, S) for N in (6_000,) for S in (0.5, 0.75, 0.875))
+    assert sorted(c.method for c in grid) == ["acdc"] * 3 + ["gmp"] * 3
     full = ablations.table6_grid("t5", "full")
     assert all(c.steps == 250_000 for c in full)
     # the paper's 10K-step phases in its 250K-step runs; the same 4% of a toy run

@@ -268,9 +268,11 @@ def nm_distinct_nnz(family: str, preset: str, sizes, S: float, m: int) -> tuple[
     return tuple(out)
 
 
-# smoke: one n:m run per pattern (the smallest model, the fewest steps): the test suite runs every
-# chapter at smoke scale, and a run costs seconds of compilation however short it is.
-NM_SMOKE_POINTS = 1
+# How many of a pattern's (N, steps) points run below full scale: smoke keeps one (the smallest
+# model at the fewest steps), toy the fewest-steps runs of both sizes. Each run costs seconds of
+# compilation however short it is, and `make book` at toy must stay within its time budget; the
+# sparsity-only refit needs variation in N, not in D (the D-term is fixed to the main law's).
+NM_POINTS = {"smoke": 1, "toy": 2}
 
 
 def nm_grid(family: str, preset: str, *, seed: int = 0) -> Grid:
@@ -287,7 +289,7 @@ def nm_grid(family: str, preset: str, *, seed: int = 0) -> Grid:
     for p in NM_PATTERNS:
         sizes = nm_distinct_nnz(family, preset, [size(N) for N in spec.sizes], nm_sparsity(p), _group(p))
         points = [(N, spec.steps[0]) for N in sizes] + [(sizes[0], t) for t in spec.steps[1:]]
-        points = points[:NM_SMOKE_POINTS] if preset == "smoke" else points
+        points = points[:NM_POINTS.get(preset)]
         runs += [_config(family, preset, nnz=N, sparsity=nm_sparsity(p), pattern=p, steps=t, seed=seed, method="gmp")
                  for N, t in points]
     runs = tuple(runs)
