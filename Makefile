@@ -14,7 +14,7 @@ export BIGSPARSE_PAPER_DATA ?= $(wildcard $(abspath ..)/shared/paper-data)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: all venv test test-fast book bench lock clean
+.PHONY: all venv test test-fast book bench bench-book lock clean
 all: test
 
 $(STAMP): requirements.lock pyproject.toml
@@ -40,6 +40,10 @@ book: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py --out BENCHMARKS.md
+
+# `make book` timed from a fresh clone of HEAD, twice (about half an hour at toy).
+bench-book: $(STAMP)
+	$(BIN)/python bench/run_all.py --only book --out BENCHMARKS.md
 
 # Re-resolve the pins (needs the network); environment.yml is regenerated from the lock.
 lock: $(STAMP)

@@ -4,7 +4,8 @@ Each script is standalone (`.venv/bin/python bench/NAME.py`) and prints one Mark
 section to stdout, with the figures it measured and their ratios against a baseline
 measured in the same run. This script stamps each section with the machine and date,
 keeps it in bench/sections/NAME.md (so `--only NAME` refreshes one section), and
-concatenates the sections into BENCHMARKS.md.
+concatenates the sections into BENCHMARKS.md. `book.py` (a fresh-clone `make book`, about
+half an hour) runs only with `--only book`; its last section is kept and included.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = HERE / "sections"
+ON_REQUEST = {"book"}  # `--only book`; its kept section still goes into BENCHMARKS.md
 
 
 def machine() -> str:
@@ -42,6 +44,8 @@ def main() -> int:
     scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py")
     if args.only:
         scripts = [p for p in scripts if p.stem in args.only]
+    else:  # book.py rebuilds the whole book twice (~half an hour): only when asked by name
+        scripts = [p for p in scripts if p.stem not in ON_REQUEST]
     SECTIONS.mkdir(exist_ok=True)
     for script in scripts:
         print(f"[bench] {script.name} ...", file=sys.stderr, flush=True)

@@ -206,7 +206,7 @@ def test_toy_t5_irreducible_loss_beats_a_context_free_predictor():
 
 
 def test_toy_vit_stream_and_exact_irreducible_loss():
-    spec = toy.ImageSpec(num_patterns=64, num_distractors=16, distractor_rate=0.1, label_noise=0.05)
+    spec = toy.ImageSpec(num_patterns=64, num_distractors=16, distractor_rate=0.1, label_noise=0.05, cell=4)
     ds = data.make("vit", VIT_SMALL, seed=0, source=spec)
     b = ds.batch(0, 8)
     assert b["image"].shape == (8, 16, 16, 3) and b["image"].dtype == np.float32
@@ -215,20 +215,48 @@ def test_toy_vit_stream_and_exact_irreducible_loss():
     assert ds.units_per_example == 1
     eta = 0.05
     assert ds.irreducible_loss == pytest.approx(8 * (-eta * math.log(eta) - (1 - eta) * math.log(1 - eta)))
-    # Identifiability: the patterns are linearly independent, and solving for their
-    # weights recovers exactly which classes are present (so K*H_b(eta) is the Bayes loss).
+    # Identifiability: no two motifs are positively collinear, and each cell holds at most one
+    # motif at a positive weight, so reading the cells back recovers exactly which classes are
+    # present (hence K*H_b(eta) is the Bayes loss).
     imgs = ds.images
-    P = imgs.prototypes.astype(np.float64)
-    assert np.linalg.matrix_rank(P) == P.shape[0]
-    images, z, y = imgs.sample(np.random.default_rng(5), 500)
-    coef = np.linalg.lstsq(P.T, images.reshape(500, -1).T.astype(np.float64), rcond=None)[0].T
-    present = coef > 0.5 * spec.amplitude[0] * imgs.scale
+    M = imgs.motifs.reshape(imgs.P + imgs.Pd, -1).astype(np.float64)
+    unit = M / np.linalg.norm(M, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    np.fill_diagonal(cos, -1.0)
+    assert cos.max() < 0.99
+    n = 500
+    images, z, y = imgs.sample(np.random.default_rng(5), n)
+    cells = images.reshape(n, 4, 4, 4, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, 16, -1).astype(np.float64)
     z_hat = np.zeros_like(z, dtype=bool)
-    for i in range(imgs.P):
-        z_hat[:, imgs.pattern_class[i]] |= present[:, i]
+    shown = 0
+    for i, j in zip(*np.nonzero(np.abs(cells).sum(axis=2) > 0)):
+        v = cells[i, j] / np.linalg.norm(cells[i, j])
+        k = int(np.argmax(unit @ v))
+        assert unit[k] @ v > 1 - 1e-5  # the cell is a positive multiple of motif k
+        weight = np.linalg.norm(cells[i, j]) / np.linalg.norm(M[k])
+        assert spec.amplitude[0] - 1e-5 <= weight <= spec.amplitude[1] + 1e-5
+        shown += 1
+        if k < imgs.P:
+            z_hat[i, imgs.pattern_class[k]] = True
     np.testing.assert_array_equal(z_hat, z.astype(bool))
+    assert shown >= n  # every image shows at least one motif
     flips = (z != y).mean()
     assert abs(flips - eta) < 4 * math.sqrt(eta * (1 - eta) / z.size)
+
+
+def test_toy_vit_crowded_images_fill_every_cell_once():
+    spec = toy.ImageSpec(num_patterns=16, num_distractors=64, distractor_rate=0.4, cell=4)  # ~26 present > 16 cells
+    imgs = toy.MotifImages(spec, 8, 16, 16, 3)
+    images, z, _ = imgs.sample(np.random.default_rng(0), 64)
+    occupied = (np.abs(images.reshape(64, 4, 4, 4, 4, 3)).sum(axis=(2, 4, 5)) > 0).sum(axis=(1, 2))
+    assert occupied.max() == 16 and (occupied >= 1).all()
+    # a full image's cells hold distinct motifs: no two cells are the same motif
+    cells = images.reshape(64, 4, 4, 4, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(64, 16, -1)
+    for img in cells[occupied == 16]:
+        unit = img / np.linalg.norm(img, axis=1, keepdims=True)
+        cos = unit @ unit.T
+        np.fill_diagonal(cos, 0.0)
+        assert cos.max() < 0.99
 
 
 # ----------------------------------------------------------------- C4 loader

@@ -75,7 +75,7 @@ def fake_train(config, out_dir, *, progress=False):
     loss, N, D = fake_loss(config)
     result = {"status": "ok", "eval_loss": loss, "nnz": N, "dense_params": int(N / (1 - config.sparsity)),
               "data": D, "steps": config.steps, "flops_dense": 6.0 * N * D, "flops_sparse": 6.0 * N * D,
-              "config": config.to_dict(), "recipe_version": train.RECIPE_VERSION, "resumed_from": done}
+              "config": config.to_dict(), "recipe_version": train.recipe_version(config.family), "resumed_from": done}
     if os.environ.get("FAKE_LEDGER"):
         with open(os.environ["FAKE_LEDGER"], "a") as f:
             f.write(out.parent.name + "\n")
@@ -186,9 +186,9 @@ def test_nm_grid_widths_split_into_groups_of_m(preset):
 def test_pretrained_grid_structure():
     grid = sweep.make_grid("vit", "full", "pretrained")
     spec = grids.PRETRAINED["vit", "full"]
-    from bigsparse_lib.train import RECIPE_VERSION
+    from bigsparse_lib.train import recipe_version
 
-    ids = {store_mod.run_id(c.to_dict(), RECIPE_VERSION): c for c in grid}
+    ids = {store_mod.run_id(c.to_dict(), recipe_version(c.family)): c for c in grid}
     dense = [c for c in grid if c.init is None and c.sparsity == 0]
     pruned = [c for c in grid if c.init is not None]
     scratch = [c for c in grid if c.init is None and c.sparsity > 0]
@@ -342,9 +342,9 @@ def test_pretrained_grid_runs_parents_first_and_passes_their_folder(tmp_path):
     assert summary.complete and summary.failed == []
     pruned = [c for c in seen if c.init is not None]
     assert pruned and all(Path(c.init).name == "train" and (Path(c.init) / "result.json").is_file() for c in pruned)
-    from bigsparse_lib.train import RECIPE_VERSION
+    from bigsparse_lib.train import recipe_version
 
-    order = {store_mod.run_id(c.to_dict(), RECIPE_VERSION): i for i, c in enumerate(seen) if c.init is None}
+    order = {store_mod.run_id(c.to_dict(), recipe_version(c.family)): i for i, c in enumerate(seen) if c.init is None}
     for c in pruned:
         parent = Path(c.init).parent.name
         assert order[parent] < seen.index(c)  # the dense parent trained first

@@ -110,8 +110,8 @@ def _matching_preset(family: str, shapes: dict[str, Any]) -> str:
     if family == "vit":
         size = shapes["image_size"]
         h, w = (size, size) if np.isscalar(size) else size
-        spec = IMAGE_SPECS["toy"]
-        if spec.num_patterns + spec.num_distractors > h * w * shapes["channels"]:
+        cell = IMAGE_SPECS["toy"].cell
+        if h % cell or w % cell or (h // cell) * (w // cell) < 16:  # the toy task's 4x4 grid of cells
             return "smoke"
     return "toy"
 

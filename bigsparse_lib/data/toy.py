@@ -15,17 +15,18 @@ model can learn them all.
   token strings, 2-6 tokens) drawn i.i.d. from a Zipf law over thousands of phrases,
   each token replaced by a uniform random one with a small probability. Rows are
   span-corrupted exactly as T5 does (`span_corruption`).
-- `PrototypeImages` + `ToyViTStream`: an image is a positive superposition of smooth
-  random prototype patterns, one per present class (classes Zipf-frequent, several
-  present per image) plus unlabelled distractor patterns; each label is flipped with a
-  known probability eta.
+- `MotifImages` + `ToyViTStream`: an image is a grid of cells (the ViT's patches); a few
+  random cells show a smooth random motif at a random positive weight. Labelled motifs
+  (Zipf-frequent, several present per image, many per class) name the classes present,
+  unlabelled distractor motifs add clutter, and each label is flipped with a known
+  probability eta.
 
 Every batch is a pure function of (seed, split, index, batch_size): it is drawn from
 `np.random.default_rng([seed, split_id, index, batch_size, tag])`. Batches for
 different indices are independent draws from a continuous or astronomically large
 sample space, so no example repeats (T5: a row holds > 50 nats of randomness; ViT:
 real-valued amplitudes) and the train and eval streams (different split_id) are
-disjoint. The *task* (phrases, prototypes) is fixed by the spec's `task_seed`, not by
+disjoint. The *task* (phrases, motifs) is fixed by the spec's `task_seed`, not by
 `seed`: runs with different seeds see different samples of the same distribution.
 """
 from __future__ import annotations
@@ -298,23 +299,26 @@ def t5_irreducible_loss(spec: LanguageSpec, vocab_size: int, inputs_length: int,
 class ImageSpec:
     """The synthetic multi-label image task's knobs (the JFT stand-in).
 
-    num_patterns: labelled prototype patterns, dealt round-robin to the K classes, so a
-        class has many looks (the "pieces of knowledge"; a model must learn each look).
-    pattern_zipf: pattern i (i = 1..P) is present with probability proportional to
+    num_patterns: labelled motifs, dealt round-robin to the K classes, so a class has many
+        looks (the "pieces of knowledge"; a model must learn each look).
+    pattern_zipf: motif i (i = 1..P) is present with probability proportional to
         i**-pattern_zipf, scaled so that `mean_patterns` are present per image (capped at 0.5).
-    num_distractors / distractor_rate: unlabelled patterns, each present with this probability.
+    num_distractors / distractor_rate: unlabelled motifs, each present with this probability.
     label_noise: eta, each of the K labels is flipped independently with this probability.
-    smoothness: std (pixels) of the Gaussian blur that makes patterns smooth fields.
-    amplitude: a present pattern gets a uniform random weight in this range (> 0).
-    task_seed: fixes the patterns.
+    cell: a motif is a cell x cell patch; the image is a grid of such cells (use the ViT's
+        patch size, so that a motif is what one patch embedding sees).
+    smoothness: std (pixels) of the Gaussian blur that makes motifs smooth fields.
+    amplitude: a present motif gets a uniform random weight in this range (> 0).
+    task_seed: fixes the motifs.
     """
 
-    num_patterns: int = 1024
+    num_patterns: int = 256
     pattern_zipf: float = 1.1
     mean_patterns: float = 3.0
     num_distractors: int = 256
     distractor_rate: float = 0.02
     label_noise: float = 0.01
+    cell: int = 8
     smoothness: float = 1.0
     amplitude: tuple[float, float] = (0.5, 1.5)
     task_seed: int = 0
@@ -326,22 +330,29 @@ class ImageSpec:
             raise InputError(f"ImageSpec.amplitude must be positive, got {self.amplitude}")
         if self.num_patterns < 1 or self.num_distractors < 0:
             raise InputError(f"bad ImageSpec pattern counts: {self}")
+        if self.cell < 1:
+            raise InputError(f"ImageSpec.cell must be >= 1, got {self.cell}")
         return self
 
 
 IMAGE_SPECS = {
-    "smoke": ImageSpec(num_patterns=64, num_distractors=16, distractor_rate=0.1),
+    # cell = the preset's ViT patch size (models.vit.BASES)
+    "smoke": ImageSpec(num_patterns=64, num_distractors=16, distractor_rate=0.1, cell=4),
     "toy": ImageSpec(),
-    "full": ImageSpec(num_patterns=65536, num_distractors=4096),
+    "full": ImageSpec(num_patterns=65536, num_distractors=4096, cell=16),
 }
 
 
-class PrototypeImages:
-    """P labelled + P_d distractor patterns: smooth random fields of unit RMS.
+class MotifImages:
+    """P labelled + P_d distractor motifs (smooth random cell x cell fields of unit RMS),
+    placed at distinct, uniformly random cells of an otherwise blank image.
 
-    Labelled pattern i belongs to class i mod K. Classes present in an image (z) are
-    those with at least one present pattern; labels are z with each entry flipped
-    with probability eta.
+    Labelled motif i belongs to class i mod K. Classes present in an image (z) are those
+    with at least one present motif; labels are z with each entry flipped with
+    probability eta. A motif may land in any cell, so what a class looks like is
+    translation-invariant, as objects in photos are, and a ViT's shared patch embedding
+    sees each motif whole. Capacity and data both bind: telling hundreds of motifs apart
+    takes width, and the rare (Zipf-tail) motifs take many examples.
     """
 
     _MAX_ELEMENTS = 200_000_000
@@ -350,24 +361,25 @@ class PrototypeImages:
         spec.validate()
         self.spec, self.K = spec, int(num_classes)
         self.shape = (int(height), int(width), int(channels))
+        c = spec.cell
+        if height % c or width % c:
+            raise InputError(f"images of {height}x{width} pixels are not a grid of {c}x{c} cells "
+                             "(ImageSpec.cell must divide the image size)")
+        self.grid = (height // c, width // c)
+        self.cells = self.grid[0] * self.grid[1]
         self.P, self.Pd = max(spec.num_patterns, self.K), spec.num_distractors
-        dim = height * width * channels
         total = self.P + self.Pd
-        if total > dim:
-            # Identifiability (hence the exact irreducible loss) needs linearly independent patterns.
-            raise InputError(f"{total} patterns cannot be linearly independent in {dim} pixels; "
-                             "lower ImageSpec.num_patterns / num_distractors")
-        if total * dim > self._MAX_ELEMENTS:
-            raise InputError(f"synthetic images at {self.shape} x {total} patterns are too large; "
+        if total * c * c * channels > self._MAX_ELEMENTS:
+            raise InputError(f"{total} motifs of {c}x{c}x{channels} are too many; "
                              "pass a real image source or a smaller ImageSpec")
         rng = np.random.default_rng([spec.task_seed, 0x1A9E])
-        noise = rng.standard_normal((total, height, width, channels))
-        fy = np.fft.fftfreq(height)[:, None, None]
-        fx = np.fft.fftfreq(width)[None, :, None]
+        noise = rng.standard_normal((total, c, c, channels))
+        fy = np.fft.fftfreq(c)[:, None, None]
+        fx = np.fft.fftfreq(c)[None, :, None]
         blur = np.exp(-2 * (np.pi * spec.smoothness) ** 2 * (fy**2 + fx**2))
         fields = np.real(np.fft.ifft2(np.fft.fft2(noise, axes=(1, 2)) * blur, axes=(1, 2)))
         fields /= np.sqrt((fields**2).mean(axis=(1, 2, 3), keepdims=True))
-        self.prototypes = fields.reshape(total, dim).astype(np.float32)
+        self.motifs = fields.astype(np.float32)
         self.pattern_class = np.arange(self.P) % self.K
         self.pattern_prob = np.minimum(zipf(self.P, spec.pattern_zipf) * spec.mean_patterns, 0.5)
         self._by_class = np.argsort(self.pattern_class, kind="stable")
@@ -375,47 +387,48 @@ class PrototypeImages:
         self.present_prob = np.concatenate([self.pattern_prob, np.full(self.Pd, spec.distractor_rate)])
         self._present_cdf = np.cumsum(self.present_prob) / self.present_prob.sum()
         self._present_cdf[-1] = 1.0
-        # Keep pixel values O(1) whatever the number of patterns present.
-        self.scale = 1.0 / math.sqrt(spec.mean_patterns + self.Pd * spec.distractor_rate + 1.0)
 
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(images [B,H,W,C] float32, clean labels z [B,K], noisy labels y [B,K])."""
         lo, hi = self.spec.amplitude
         present = rng.random((batch, self.P + self.Pd)) < self.present_prob
-        # An image shows at least one pattern: no blank (hence repeated) images.
+        # An image shows at least one motif: no blank (hence repeated) images.
         blank = ~present.any(axis=1)
         pick = np.searchsorted(self._present_cdf, rng.random(batch), side="right")
         present[blank, pick[blank]] = True
-        # A class is present if any of its patterns is (patterns grouped by class).
-        z = np.logical_or.reduceat(present[:, self._by_class], self._class_starts, axis=1)
-        weight = rng.uniform(lo, hi, size=present.shape) * self.scale
-        # A sparse weighted sum (few patterns per image) instead of a dense matmul:
-        # cheaper, and free of BLAS threads fighting the trainer for the 2 cores.
-        counts = present.sum(axis=1)
-        width = max(int(counts.max()), 1)
-        cols = np.argsort(~present, axis=1, kind="stable")[:, :width]
-        valid = np.arange(width) < counts[:, None]
-        w = np.where(valid, np.take_along_axis(weight, cols, axis=1), 0.0).astype(np.float32)
-        images = (self.prototypes[cols] * w[..., None]).sum(axis=1)
-        images = images.reshape((batch,) + self.shape)
+        # At most one motif per cell: beyond `cells` present motifs, the highest-numbered
+        # (distractors first, then the rarest labelled motifs) are left out of the image.
+        cols = np.argsort(~present, axis=1, kind="stable")[:, :self.cells]  # present motifs, in index order
+        counts = np.minimum(present.sum(axis=1), self.cells)
+        valid = np.arange(cols.shape[1]) < counts[:, None]
+        shown = np.zeros_like(present)
+        np.put_along_axis(shown, cols, valid, axis=1)
+        # A class is present if any of its shown motifs is (motifs grouped by class).
+        z = np.logical_or.reduceat(shown[:, self._by_class], self._class_starts, axis=1)
+        weight = rng.uniform(lo, hi, size=cols.shape).astype(np.float32)
+        where = np.argsort(rng.random((batch, self.cells)), axis=1)[:, :cols.shape[1]]  # distinct random cells
+        c, (gh, gw), ch = self.spec.cell, self.grid, self.shape[2]
+        grid = np.zeros((batch, self.cells, c, c, ch), np.float32)
+        b, j = np.nonzero(valid)
+        grid[b, where[b, j]] = self.motifs[cols[b, j]] * weight[b, j, None, None, None]
+        images = grid.reshape(batch, gh, gw, c, c, ch).transpose(0, 1, 3, 2, 4, 5).reshape((batch,) + self.shape)
         y = z ^ (rng.random((batch, self.K)) < self.spec.label_noise)
         return images, z.astype(np.float32), y.astype(np.float32)
 
     @property
     def irreducible_loss(self) -> float:
-        """K * H_b(eta), exact: the patterns are linearly independent (construction
-        checks the count, `tests/test_data.py` the rank) and every present pattern has
-        weight >= amplitude[0] > 0, so the set of present patterns, hence the clean
-        labels z, is a deterministic function of the image. Given z, label k is 1 with probability
-        1-eta (z_k=1) or eta (z_k=0), so the Bayes sigmoid cross-entropy, summed over
-        the K classes as the ViT loss is, is K * H_b(eta) for every image."""
+        """K * H_b(eta), exact: each cell holds at most one motif, times a weight >= amplitude[0] > 0,
+        and no two motifs are positive multiples of each other (continuous random fields;
+        `tests/test_data.py` checks), so the set of motifs shown, hence the clean labels z,
+        is a deterministic function of the image. Given z, label k is 1 with probability
+        1-eta (z_k=1) or eta (z_k=0), so the Bayes sigmoid cross-entropy, summed over the K
+        classes as the ViT loss is, is K * H_b(eta) for every image."""
         return self.K * binary_entropy(self.spec.label_noise)
 
 
 @functools.lru_cache(maxsize=8)
-def prototype_images(spec: ImageSpec, num_classes: int, height: int, width: int,
-                     channels: int) -> PrototypeImages:
-    return PrototypeImages(spec, num_classes, height, width, channels)
+def motif_images(spec: ImageSpec, num_classes: int, height: int, width: int, channels: int) -> MotifImages:
+    return MotifImages(spec, num_classes, height, width, channels)
 
 
 class ToyViTStream:
@@ -429,7 +442,7 @@ class ToyViTStream:
         self.seed, self.split, self.spec = int(seed), split, spec
         self._split_id = split_id(split)
         h, w = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
-        self.images = prototype_images(spec, int(num_classes), int(h), int(w), int(channels))
+        self.images = motif_images(spec, int(num_classes), int(h), int(w), int(channels))
 
     def batch(self, index: int, batch_size: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, self._split_id, int(index), int(batch_size), _VIT_TAG])

@@ -43,15 +43,11 @@ class SweepSummary:
         return self.done + self.skipped == self.total
 
 
-def _recipe_version() -> str:
-    from bigsparse_lib.train import RECIPE_VERSION
-
-    return str(RECIPE_VERSION)
-
-
 def open_store(grid: Grid, results: str | Path) -> tuple[Store, list[str]]:
     """Create/check the results directory for `grid` and plan its runs; returns (store, run ids)."""
-    recipe = _recipe_version()
+    from bigsparse_lib.train import recipe_version
+
+    recipe = recipe_version(grid.family)
     store = Store.open(results, {**grid.identity, "recipe_version": recipe})
     ids = store.plan([cfg.to_dict() for cfg in grid.runs], recipe)
     return store, ids

@@ -308,7 +308,7 @@ def pretrained_grid(family: str, preset: str, *, seed: int = 0) -> Grid:
     """
     _check(family, preset, "pretrained")
     from bigsparse_lib.sweep.store import run_id
-    from bigsparse_lib.train import RECIPE_VERSION
+    from bigsparse_lib.train import recipe_version
 
     spec = PRETRAINED[family, preset]
     sizes = [to_exact(family, M) if spec.paper_units else int(M) for M in spec.dense_sizes]
@@ -317,7 +317,7 @@ def pretrained_grid(family: str, preset: str, *, seed: int = 0) -> Grid:
     runs = list(dense)
     for M, parent in zip(sizes, dense):
         # the engine starts the ramp at once for a run with `init` (train.default_schedule)
-        init = f"@{run_id(parent.to_dict(), RECIPE_VERSION)}"
+        init = f"@{run_id(parent.to_dict(), recipe_version(family))}"
         runs += [_config(family, preset, nnz=int(round(M * (1 - S))), sparsity=S, method="gmp",
                          steps=spec.prune_steps, seed=seed, init=init)
                  for S in spec.sparsities]

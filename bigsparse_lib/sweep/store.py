@@ -9,7 +9,7 @@ so a reader never sees half a file, whatever kills the writer):
     DIR/runs/<id>/train/         the engine's own directory (orbax checkpoints, result.json): resume point
     DIR/runs/<id>/record.json    the outcome, written once at the end: "ok", "diverged" or "error"
 
-A run's id is a hash of its full config and `train.RECIPE_VERSION`, so the same grid point
+A run's id is a hash of its full config and its family's `train.recipe_version`, so the same grid point
 always lands in the same folder, and a changed recipe never reuses an old number. A run
 that is recorded is never trained again; a run that was killed half-way resumes from its
 checkpoint. A directory planned for another family, preset, grid or recipe is refused.
