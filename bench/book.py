@@ -51,6 +51,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scale", default="toy", choices=("smoke", "toy", "full"))
     ap.add_argument("--repo", default=str(ROOT), help="the git checkout whose HEAD is cloned")
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="move the built clone here afterwards (its results/, _executed/ and _build/)")
     args = ap.parse_args()
 
     env = dict(os.environ)
@@ -69,6 +71,8 @@ def main() -> int:
         first, log1 = make_book(clone, args.scale, env)
         second, log2 = make_book(clone, args.scale, env)
         pages = len(list((clone / "_build" / "html" / "chapters").glob("*.html")))
+        if args.keep:
+            shutil.move(str(clone), args.keep)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -307,15 +307,33 @@ def sparsify(inner: optax.GradientTransformation, targets, total_steps: int,
     `params` in `update`. After `optax.apply_updates` every pruned weight is exactly zero,
     and from the end step on each leaf has exactly round((1-S)*size) non-zero entries.
     """
+    _validate_targets(targets, config.pattern)
+    flat_targets, target_def = jax.tree_util.tree_flatten(targets)
+    flat_targets = [0.0 if config.method == "none" else float(S) for S in flat_targets]
+    return sparsify_leaves(inner, target_def, flat_targets, None, total_steps, config)
+
+
+def final_keep(targets, params_shape) -> list:
+    """Per leaf of `params_shape`: the final non-zero count round((1 - S) * size), in float64."""
+    return [keep_count(S, int(np.prod(p.shape))) if float(S) > 0.0 else int(np.prod(p.shape))
+            for S, p in zip(jax.tree_util.tree_leaves(targets), jax.tree_util.tree_leaves(params_shape))]
+
+
+def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_targets, flat_keep,
+                    total_steps: int, config: PruningConfig = PruningConfig()) -> optax.GradientTransformation:
+    """`sparsify` on flat per-leaf targets, which may be traced (the sweep's vmapped groups).
+
+    A leaf whose target is a Python 0.0 is dense; any other leaf is pruned (a traced target
+    of 0 keeps every weight). `flat_keep`: the final non-zero count of each leaf, computed
+    in float64 outside the trace (`final_keep`); None computes it from concrete targets.
+    """
     total_steps = int(total_steps)
     if total_steps < 1:
         raise InputError(f"total_steps must be >= 1, got {total_steps}")
-    _validate_targets(targets, config.pattern)
     nm = config.nm
-    flat_targets, target_def = jax.tree_util.tree_flatten(targets)
-    flat_targets = [0.0 if config.method == "none" else float(S) for S in flat_targets]
-    _, end_step = config.window(total_steps)
-    any_sparse = any(S > 0.0 for S in flat_targets)
+    concrete = lambda S: not isinstance(S, jax.Array)
+    sparse = [not (concrete(S) and float(S) <= 0.0) for S in flat_targets]
+    any_sparse = any(sparse)
 
     def leaves(params):
         flat, treedef = jax.tree_util.tree_flatten(params)
@@ -327,23 +345,26 @@ def sparsify(inner: optax.GradientTransformation, targets, total_steps: int,
         flat, treedef = leaves(params)
         if nm is not None:
             paths = [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-            for name, p, S in zip(paths, flat, flat_targets):
-                if S > 0.0:
-                    _check_nm_leaf(p.shape, S, *nm, name=name)
-        masks = [jnp.ones(p.shape, bool) if S > 0.0 else jnp.ones((), bool) for p, S in zip(flat, flat_targets)]
+            for name, p, S, sp in zip(paths, flat, flat_targets, sparse):
+                if sp and concrete(S):
+                    _check_nm_leaf(p.shape, float(S), *nm, name=name)
+        masks = [jnp.ones(p.shape, bool) if sp else jnp.ones((), bool) for p, sp in zip(flat, sparse)]
         return PruningState(count=jnp.zeros([], jnp.int32), masks=treedef.unflatten(masks),
                             inner_state=inner.init(params))
 
     def new_masks(flat_params, step):
         out = []
-        for p, S in zip(flat_params, flat_targets):
-            if S <= 0.0:
+        keep = flat_keep or [None] * len(flat_params)
+        for p, S, sp, k_end in zip(flat_params, flat_targets, sparse, keep):
+            if not sp:
                 out.append(jnp.ones((), bool))
                 continue
-            S_t = config.sparsity_at_step(step, total_steps, jnp.float32(S))
+            S32 = jnp.asarray(S, jnp.float32)
+            S_t = config.sparsity_at_step(step, total_steps, S32)
             # The final count is computed once in float64 so the end state is exact, whatever
             # float32 rounding does to (1 - S_t) * size during the ramp.
-            k = jnp.where(S_t >= jnp.float32(S), keep_count(S, p.size), keep_count(S_t, p.size))
+            k_end = keep_count(S, p.size) if k_end is None else k_end
+            k = jnp.where(S_t >= S32, k_end, keep_count(S_t, p.size))
             out.append(mask_for(p, S_t, config.pattern, k=k))
         return out
 

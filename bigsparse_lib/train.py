@@ -536,6 +536,44 @@ def evaluate(eval_fn, dataset, params, batch_size: int, batches: int, batch_shar
     return float(np.mean([float(x) for x in losses]))
 
 
+def _diverged(out_dir: Path, config: TrainConfig, steps: int, reason: str):
+    """Record a diverged run in out_dir/result.json and raise `Diverged`."""
+    _atomic_write_json(out_dir / "result.json", {"status": "diverged", "reason": reason, "steps": steps,
+                                                 "config": config.to_dict(),
+                                                 "recipe_version": recipe_version(config.family)})
+    raise Diverged(reason)
+
+
+def _finish(out_dir: Path, config: TrainConfig, sparsifiable, host_params, eval_loss: float, spent: Spent,
+            dense: int, *, units_per_example: int, devices: int) -> dict:
+    """Write (and return) the result.json of a run that trained all its steps."""
+    from bigsparse_lib import pruning
+
+    if not math.isfinite(eval_loss):
+        _diverged(out_dir, config, spent.steps, f"eval loss is {eval_loss} after {spent.steps} steps")
+    kernels = sparsified_kernels(host_params, sparsifiable)
+    nnz = int(sum(np.count_nonzero(v) for v in kernels.values()))
+    result = {
+        "status": "ok",
+        "eval_loss": eval_loss,
+        "nnz": nnz,
+        "dense_params": dense,
+        "sparsity": 1.0 - nnz / dense if dense else 0.0,
+        "layer_sparsity": {k: float(v) for k, v in pruning.layer_sparsity(host_params, sparsifiable).items()},
+        "data": spent.data,
+        "data_unit": "tokens" if units_per_example > 1 else "examples",
+        "steps": spent.steps,
+        "flops_dense": spent.flops_dense,
+        "flops_sparse": spent.flops_sparse,
+        "devices": devices,
+        "config": config.to_dict(),
+        "recipe_version": recipe_version(config.family),
+    }
+    _append_log(out_dir, {"step": spent.steps, "eval_loss": eval_loss})
+    _atomic_write_json(out_dir / "result.json", result)
+    return result
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, stop_after: int | None = None,
           task: Task | None = None, devices=None) -> dict:
     """Train (or resume) the run `config` in `out_dir`; return (and write) its result.
@@ -547,11 +585,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
     """
     from tqdm.auto import tqdm
 
-    from bigsparse_lib import pruning
-
     config = config.resolved()
     out_dir = Path(out_dir)
-    result_path = out_dir / "result.json"
     finished = _finished_result(out_dir, config)
     if finished is not None:
         return finished
@@ -605,10 +640,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
             for loss, nnz in pending:
                 loss, nnz = float(loss), int(np.sum(np.asarray(nnz, dtype=np.int64)))
                 if not math.isfinite(loss):
-                    reason = f"training loss became {loss} at step {spent.steps + 1}"
-                    _atomic_write_json(result_path, {"status": "diverged", "reason": reason, "steps": spent.steps,
-                                                     "config": config.to_dict(), "recipe_version": recipe_version(config.family)})
-                    raise Diverged(reason)
+                    _diverged(out_dir, config, spent.steps, f"training loss became {loss} at step {spent.steps + 1}")
                 spent = spent.add_step(nnz, dense, data_per_step)
                 losses.append(loss)
             pending.clear()
@@ -637,32 +669,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
                     "recipe_version": recipe_version(config.family)}
 
         eval_loss = evaluate(eval_fn, task.eval_data, params, config.batch_size, config.eval_batches, batch_sharding)
-        if not math.isfinite(eval_loss):
-            reason = f"eval loss is {eval_loss} after {spent.steps} steps"
-            _atomic_write_json(result_path, {"status": "diverged", "reason": reason, "steps": spent.steps,
-                                             "config": config.to_dict(), "recipe_version": recipe_version(config.family)})
-            raise Diverged(reason)
-        host_params = jax.device_get(params)
-        kernels = sparsified_kernels(host_params, sparsifiable)
-        nnz = int(sum(np.count_nonzero(v) for v in kernels.values()))
-        result = {
-            "status": "ok",
-            "eval_loss": eval_loss,
-            "nnz": nnz,
-            "dense_params": dense,
-            "sparsity": 1.0 - nnz / dense if dense else 0.0,
-            "layer_sparsity": {k: float(v) for k, v in pruning.layer_sparsity(host_params, sparsifiable).items()},
-            "data": spent.data,
-            "data_unit": "tokens" if task.units_per_example > 1 else "examples",
-            "steps": spent.steps,
-            "flops_dense": spent.flops_dense,
-            "flops_sparse": spent.flops_sparse,
-            "devices": int(mesh.size),
-            "config": config.to_dict(),
-            "recipe_version": recipe_version(config.family),
-        }
-        _append_log(out_dir, {"step": spent.steps, "eval_loss": eval_loss})
-        _atomic_write_json(result_path, result)
-        return result
+        return _finish(out_dir, config, sparsifiable, jax.device_get(params), eval_loss, spent, dense,
+                       units_per_example=task.units_per_example, devices=int(mesh.size))
     finally:
         manager.close()

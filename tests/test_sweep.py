@@ -449,3 +449,97 @@ def test_real_engine_nm_and_pretrained_smoke_grids(tmp_path):
         assert len(df) == len(grid)
         if name == "nm":
             assert set(df["pattern"]) == {"2:4", "1:4", "4:8", "2:8"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Grouping: runs that share shapes and length train as one vmapped program
+# ------------------------------------------------------------------------------------------------
+def _cfg(**kw):
+    from bigsparse_lib import train
+
+    return train.TrainConfig(**{"family": "vit", "preset": "smoke", "steps": 16, **kw})
+
+
+def test_group_plan_joins_runs_of_one_width_and_length_only(tmp_path):
+    from bigsparse_lib.sweep import group
+
+    runs = [_cfg(nnz=6000, method="none"), _cfg(nnz=3000, sparsity=0.5), _cfg(nnz=1500, sparsity=0.75, seed=2),
+            _cfg(nnz=3000, method="none"),  # another width
+            _cfg(nnz=3000, sparsity=0.5, steps=8),  # another length
+            _cfg(nnz=3000, sparsity=0.5, pattern="2:4"),  # another pattern
+            _cfg(nnz=3000, sparsity=0.5, method="acdc")]  # not grouped: only GMP and dense runs are
+    dirs = [tmp_path / str(i) for i in range(len(runs))]
+    assert group.plan(runs, dirs) == [[0, 1, 2], [3], [4], [5], [6]]
+    assert group.plan(runs, dirs, max_group=2) == [[0, 1], [2], [3], [4], [5], [6]]
+    # a run already checkpointed at another step trains apart from fresh ones
+    (dirs[1] / "checkpoints" / "8").mkdir(parents=True)
+    assert group.plan(runs[:3], dirs[:3]) == [[0, 2], [1]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["vit", "t5"])
+def test_grouped_runs_equal_single_runs(family, tmp_path):
+    """A dense, a 50% and a 75% run on one width, with different seeds: the group gives each run
+    what training it alone gives (losses to float32 rounding; non-zeros, FLOPs and layer
+    sparsities exactly), and writes the single-run files."""
+    from bigsparse_lib import train
+    from bigsparse_lib.sweep import group
+
+    runs = [_cfg(family=family, nnz=6000, method="none"), _cfg(family=family, nnz=3000, sparsity=0.5),
+            _cfg(family=family, nnz=1500, sparsity=0.75, seed=3)]
+    grouped = group.train_group(runs, [tmp_path / "g" / str(i) for i in range(3)])
+    for i, (cfg, g) in enumerate(zip(runs, grouped)):
+        alone = train.train(cfg, tmp_path / "s" / str(i), progress=False)
+        assert g["status"] == "ok" and g["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-5)
+        for k in ("nnz", "dense_params", "data", "steps", "flops_dense", "flops_sparse", "layer_sparsity"):
+            assert g[k] == alone[k], k
+        assert [r["step"] for r in train.read_log(tmp_path / "g" / str(i))] == \
+               [r["step"] for r in train.read_log(tmp_path / "s" / str(i))]
+        # the run's own folder resumes as a finished single run
+        assert train.train(cfg, tmp_path / "g" / str(i), progress=False) == g
+
+
+@pytest.mark.slow
+def test_a_killed_group_resumes_grouped_or_alone(tmp_path, monkeypatch):
+    """A group killed after a checkpoint resumes from it, as a group or run by run, to the numbers
+    of a group never stopped."""
+    from bigsparse_lib import train
+    from bigsparse_lib.data import toy
+    from bigsparse_lib.sweep import group
+
+    runs = [_cfg(nnz=3000, sparsity=0.5, checkpoint_every=8), _cfg(nnz=1500, sparsity=0.75, checkpoint_every=8)]
+    whole = group.train_group(runs, [tmp_path / "whole" / str(i) for i in range(2)])
+
+    real = toy.ToyViTStream.batch
+
+    def dies_at_12(self, index, batch_size):
+        if index == 12 and self.split == "train":
+            raise KeyboardInterrupt("killed")
+        return real(self, index, batch_size)
+
+    for name in ("grouped", "alone"):
+        dirs = [tmp_path / name / str(i) for i in range(2)]
+        monkeypatch.setattr(toy.ToyViTStream, "batch", dies_at_12)
+        with pytest.raises(KeyboardInterrupt):
+            group.train_group(runs, dirs)
+        monkeypatch.setattr(toy.ToyViTStream, "batch", real)
+        assert not (dirs[0] / "result.json").exists() and group.plan(runs, dirs) == [[0, 1]]
+        if name == "grouped":
+            resumed = group.train_group(runs, dirs)
+            assert [r["eval_loss"] for r in resumed] == [r["eval_loss"] for r in whole]
+        else:  # the group's checkpoints are single-run checkpoints
+            resumed = [train.train(c, d, progress=False) for c, d in zip(runs, dirs)]
+            assert [r["eval_loss"] for r in resumed] == pytest.approx([r["eval_loss"] for r in whole], rel=1e-5)
+        assert [r["nnz"] for r in resumed] == [r["nnz"] for r in whole]
+
+
+@pytest.mark.slow
+def test_sweep_groups_below_full_scale_and_records_each_run(tmp_path):
+    g = sweep.make_grid("vit", "smoke", "main")
+    s = sweep.run_sweep(g, tmp_path / "r", progress=False)  # smoke: grouped by default
+    assert s.complete and s.failed == []
+    store = Store(tmp_path / "r")
+    sizes = [store.record(rid).get("group", 1) for rid in store.run_ids()]
+    assert max(sizes) > 1 and len(sweep.export(tmp_path / "r")) == len(g)
+    with pytest.raises(InputError, match="in-process"):
+        sweep.run_sweep(g, tmp_path / "p", executor="process", group=True, progress=False)

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel runs (process/dask) or array width (slurm)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run in the grid")
     p.add_argument("--retry-failed", action="store_true", help="train diverged runs again too")
+    p.add_argument("--group", action=argparse.BooleanOptionalAction, default=None,
+                   help="train runs that share shapes and length as one vmapped program (in-process executor; "
+                        "default: on for smoke and toy, off for full)")
     p.add_argument("--dask-address", default=None, metavar="ADDR",
                    help="scheduler of an existing Dask cluster (default: start a local one)")
     p.add_argument("--slurm-cluster", default="slurm", choices=("slurm", "local", "debug"),
@@ -77,7 +80,8 @@ def run_sweep_cmd(args) -> int:
                        timeout_min=args.slurm_timeout_min, gpus_per_node=args.slurm_gpus_per_node)
     trainer = args.trainer or os.environ.get("BIGSPARSE_SWEEP_TRAINER") or DEFAULT_TRAINER
     summary = sweep.run_sweep(grid, args.results, executor=args.executor, workers=args.workers, trainer=trainer,
-                              progress=not args.no_progress, retry_failed=args.retry_failed, **options)
+                              progress=not args.no_progress, retry_failed=args.retry_failed, group=args.group,
+                              **options)
     result = {"results": args.results, "total": summary.total, "skipped": summary.skipped, "done": summary.done,
               "failed": summary.failed, "complete": summary.complete}
 

@@ -72,15 +72,24 @@ def _stages(store: Store, ids: list[str]) -> list[list[str]]:
 
 def run_sweep(grid: Grid, results: str | Path, *, executor: str = "local", workers: int | None = None,
               trainer: str | Callable = DEFAULT_TRAINER, progress: bool = True, retry_failed: bool = False,
-              **executor_options) -> SweepSummary:
+              group: bool | None = None, **executor_options) -> SweepSummary:
     """Train every run of `grid` that `results` has no record of; returns a SweepSummary.
 
     Recorded runs are skipped; runs recorded as "error" (an exception, or a worker that
     died) are tried again; "diverged" runs only with `retry_failed`. Killing this function
     at any point loses at most the runs in flight, which resume from their checkpoints.
+    `group`: train runs that share shapes and length as one vmapped program (`sweep.group`;
+    in-process executor only). None: on for the smoke and toy presets, where it is faster
+    (`bench/sweep.py`), off at full scale.
     """
     from tqdm.auto import tqdm
 
+    if group is None:
+        group = executor == "local" and grid.preset != "full"
+    if group and executor != "local":
+        raise InputError(f"grouping runs needs the in-process executor (--executor local), not {executor!r}")
+    if executor == "local":
+        executor_options = {**executor_options, "group": bool(group)}
     ex = make_executor(executor, workers, **executor_options)  # before touching the directory
     store, ids = open_store(grid, results)
     with SweepLock(store.root):

@@ -7,6 +7,8 @@ whatever happens to the sweep process afterwards, and a worker that dies loses o
 the run it was training (which resumes from its last checkpoint on the next attempt).
 
 An executor's `run(tasks)` yields `(run_id, record)` pairs as runs finish, in any order.
+The in-process executor can also train runs that share shapes and length as one vmapped
+group (`run_group`, `sweep.group`); each run of a group still writes its own record.
 """
 from __future__ import annotations
 
@@ -61,24 +63,60 @@ def run_one(results_dir: str, rid: str, trainer: str | Callable = DEFAULT_TRAINE
     cfg = store.config(rid)
     store.mark_running(rid)
     start = time.time()
-    base = {"run_id": rid, "config": cfg, "worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
         config = engine.TrainConfig.from_dict(resolve_init(store, cfg))
         result = resolve_trainer(trainer)(config, str(store.train_dir(rid)), progress=False)
         if not isinstance(result, dict) or result.get("status") != OK:
             got = result.get("status") if isinstance(result, dict) else type(result).__name__
             raise RuntimeError(f"the engine returned status {got!r}, not 'ok'")
-        record = {**base, "status": OK, "reason": None, "result": result}
+        outcome = result
     except engine.Diverged as e:
-        record = {**base, "status": DIVERGED, "reason": str(e) or "loss became NaN/inf", "result": None}
+        outcome = {"status": DIVERGED, "reason": str(e) or "loss became NaN/inf"}
     except Exception as e:  # noqa: BLE001 -- any failure of one run is recorded, the sweep goes on
-        tb = traceback.format_exc(limit=-3)
-        record = {**base, "status": ERROR, "reason": f"{type(e).__name__}: {e}", "traceback": tb, "result": None}
+        outcome = {"status": ERROR, "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=-3)}
+    return _write_outcome(store, rid, outcome, start)
+
+
+def _write_outcome(store: Store, rid: str, outcome: dict, start: float, **extra) -> dict:
+    """Record a run's outcome: the engine's result (status ok), or status diverged/error with a reason."""
+    record = {"run_id": rid, "config": store.config(rid), "worker": f"{socket.gethostname()}:{os.getpid()}",
+              **extra}
+    if outcome.get("status") == OK:
+        record.update(status=OK, reason=None, result=outcome)
+    else:
+        record.update(status=outcome["status"], reason=outcome.get("reason"), result=None)
+        if "traceback" in outcome:
+            record["traceback"] = outcome["traceback"]
     record["elapsed_s"] = time.time() - start
     record["finished"] = time.time()
     store.write_record(rid, record)
     store.clear_running(rid)
     return record
+
+
+def run_group(results_dir: str, rids: Sequence[str]) -> Iterator[tuple[str, dict]]:
+    """Train runs of the store as one vmapped group (`sweep.group`) and record each; yields (rid, record).
+
+    If the group as a whole fails (an exception, not a diverged run), its runs are trained
+    one at a time instead, resuming from whatever checkpoints the group wrote.
+    """
+    from bigsparse_lib import train as engine
+    from bigsparse_lib.sweep import group
+
+    store = Store(results_dir)
+    rids = [rid for rid in rids if (store.record(rid) or {}).get("status") != OK]
+    for rid in rids:
+        store.mark_running(rid)
+    start = time.time()
+    try:
+        configs = [engine.TrainConfig.from_dict(resolve_init(store, store.config(rid))) for rid in rids]
+        results = group.train_group(configs, [store.train_dir(rid) for rid in rids])
+    except Exception:  # noqa: BLE001 -- fall back to single runs, which record their own failures
+        for rid in rids:
+            yield rid, run_one(results_dir, rid)
+        return
+    for rid, outcome in zip(rids, results):
+        yield rid, _write_outcome(store, rid, outcome, start, group=len(rids))
 
 
 def _lost(store: Store, rid: str, why: str) -> dict:
@@ -91,16 +129,34 @@ def _lost(store: Store, rid: str, why: str) -> dict:
 
 
 class LocalExecutor:
-    """In this process, one run after another (the default; exact and easy to debug)."""
+    """In this process (the default; easy to debug), one run or one group of runs after another.
+
+    `group=True` trains runs that share shapes and length as one vmapped program
+    (`sweep.group`): at CPU scale, where compiling dominates a short run, that is faster.
+    Only the engine's own trainer groups; any other trainer runs one run at a time.
+    """
 
     name = "local"
 
-    def __init__(self, workers: int = 1, **_):
+    def __init__(self, workers: int = 1, group: bool = False, **_):
         self.workers = 1
+        self.group = bool(group)
 
     def run(self, store: Store, tasks: Sequence[str], trainer) -> Iterator[tuple[str, dict]]:
-        for rid in tasks:
-            yield rid, run_one(str(store.root), rid, trainer)
+        if not (self.group and trainer == DEFAULT_TRAINER):
+            for rid in tasks:
+                yield rid, run_one(str(store.root), rid, trainer)
+            return
+        from bigsparse_lib import train as engine
+        from bigsparse_lib.sweep import group
+
+        configs = [engine.TrainConfig.from_dict(resolve_init(store, store.config(rid))) for rid in tasks]
+        for members in group.plan(configs, [store.train_dir(rid) for rid in tasks]):
+            rids = [tasks[i] for i in members]
+            if len(rids) == 1:
+                yield rids[0], run_one(str(store.root), rids[0], trainer)
+            else:
+                yield from run_group(str(store.root), rids)
 
 
 def _orphan_guard(poll_s: float = 1.0) -> None:
