@@ -391,6 +391,77 @@ def test_image_folder_multilabel_csv_and_errors(tmp_path):
         data.make("vit", VIT_SMALL, seed=0, source=str(tmp_path / "nowhere"))
 
 
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb_field(number: int, payload: bytes) -> bytes:  # a length-delimited field
+    return _pb_varint(number << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def encode_example(image: bytes, labels: list[int], key: str = "label", packed: bool = True) -> bytes:
+    """A tf.train.Example, written from the protobuf spec (independent of the reader)."""
+    ints = (_pb_field(1, b"".join(_pb_varint(k) for k in labels)) if packed
+            else b"".join(_pb_varint(1 << 3 | 0) + _pb_varint(k) for k in labels))
+    feats = {"image": _pb_field(1, _pb_field(1, image)), key: _pb_field(3, ints),
+             "score": _pb_field(2, _pb_field(1, np.array([0.5, 2.0], "<f4").tobytes()))}
+    entries = b"".join(_pb_field(1, _pb_field(1, k.encode()) + _pb_field(2, v)) for k, v in feats.items())
+    return _pb_field(1, entries)
+
+
+def write_tfrecord(path, records):
+    import struct
+
+    with open(path, "wb") as f:
+        for r in records:
+            f.write(struct.pack("<Q", len(r)) + b"\0" * 4 + r + b"\0" * 4)  # CRCs are not checked
+
+
+def png_bytes(rgb) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.broadcast_to(np.asarray(rgb, np.uint8), (12, 10, 3)).copy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_tfds_directory_without_tensorflow(tmp_path):
+    colours = {0: (0, 0, 0), 1: (255, 0, 0), 2: (255, 255, 255)}
+    version = tmp_path / "colours" / "1.0.0"
+    version.mkdir(parents=True)
+    (version / "dataset_info.json").write_text("{}")
+    (version / "label.labels.txt").write_text("black\nred\nwhite\n")
+    train = [encode_example(png_bytes(colours[k]), [k], packed=(i % 2 == 0)) for i, k in enumerate([0, 1, 2] * 4)]
+    write_tfrecord(version / "colours-train.tfrecord-00000-of-00002", train[:5])
+    write_tfrecord(version / "colours-train.tfrecord-00001-of-00002", train[5:])
+    write_tfrecord(version / "colours-test.tfrecord-00000-of-00001",
+                   [encode_example(png_bytes(colours[2]), [2, 1], key="labels")])
+    tr = data.make("vit", VIT_SMALL, seed=0, source=str(tmp_path))  # the folder above the version folder
+    ev = data.make("vit", VIT_SMALL, seed=0, split="eval", source=str(version))
+    assert tr.classes == ["black", "red", "white"] and len(tr.items) == 12 and len(ev.items) == 1
+    b = tr.batch(0, 6)
+    expected = np.array([np.array(colours[k]) / 127.5 - 1 for k in b["labels"].argmax(1)])
+    np.testing.assert_allclose(b["image"].mean(axis=(1, 2)), expected, atol=0.01)
+    np.testing.assert_array_equal(ev.batch(0, 1)["labels"][0], [0, 1, 1, 0, 0, 0, 0, 0])
+    # the reader's pieces, on their own
+    from bigsparse_lib.data import images
+
+    ex = images.parse_example(train[1])
+    assert ex["label"] == [1] and ex["score"] == [0.5, 2.0] and ex["image"][0] == png_bytes(colours[1])
+    # damage: a truncated shard names the file
+    shard = version / "colours-test.tfrecord-00000-of-00001"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(InputError, match="truncated"):
+        data.make("vit", VIT_SMALL, seed=0, source=str(version))
+
+
 # ----------------------------------------------------------------- make()
 
 

@@ -17,7 +17,8 @@ Sources (`source=`):
 - None: the synthetic stream of the preset (smoke/toy; `toy.LANGUAGE_SPECS`,
   `toy.IMAGE_SPECS`); "full" needs a real source, or "synthetic" to force one.
 - "synthetic", or a `toy.LanguageSpec` / `toy.ImageSpec`: a synthetic stream.
-- a folder path, or `c4.C4Source` (T5) / `images.ImageFolderSource` (ViT): real data.
+- a folder path, or `c4.C4Source` (T5) / `images.ImageFolderSource` (ViT): real data
+  (for ViT, an image folder or a TFDS directory of TFRecord shards; `images`).
 """
 from __future__ import annotations
 
