@@ -155,6 +155,13 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
         runs.append(run)
     if html:
         env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        # Sphinx re-reads only the pages whose source changed and keeps the others' resolved
+        # citations in its pickled environment, but citations resolve across pages (the
+        # bibliography lives in the appendix): after any re-execution, start from a fresh one.
+        out = Path(output or root)
+        fresh = any(not r.cached for r in runs)
+        if fresh:
+            shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)
         subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage),
-                        "--path-output", str(output or root), "--quiet"], check=True, env=env)
+                        "--path-output", str(out), "--quiet", *(["--all"] if fresh else [])], check=True, env=env)
     return runs

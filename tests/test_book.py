@@ -60,4 +60,8 @@ def test_html_builds_with_figures_and_no_error_output(smoke_html):
         assert "<img" in page, f"{name}.html has no figure"
         assert "Traceback" not in page and 'class="output traceback' not in page, f"{name}.html shows an error"
         assert "math notranslate" in page, f"{name}.html has no math"
+        # every citation links to its entry in the book's bibliography (an unknown key renders as "[]")
+        for cite in re.findall(r'<span class="bibtex-citation"[^>]*>(.*?)</span>', page, re.S):
+            assert 'class="reference internal"' in cite, f"{name}.html has an unresolved citation: {cite!r}"
     assert (html / "index.html").is_file()
+    assert "To prune, or not to prune" in (html / "chapters" / "appendix.html").read_text()  # the bibliography

@@ -145,6 +145,22 @@ def test_table6_grid_and_acdc_phases():
     assert ablations.acdc_phase_steps(100) == 4 and ablations.acdc_phase_steps(8) == 1
 
 
+@pytest.mark.parametrize("sizes, labels", [((6_000,), ["1.3M"]), ((6_000, 24_000), ["1.3M", "42M"]),
+                                           ((1, 2, 3), [""] * 3)])
+def test_table6_sets_the_paper_size_of_the_same_rank_beside_ours(sizes, labels):
+    runs = pd.DataFrame([{"nnz_target": N, "sparsity": S, "method": m, "loss": 3.0 + (m == "acdc") * 0.1}
+                         for N in sizes for S in (0.5, 0.75, 0.875) for m in ("gmp", "acdc")])
+    t = ablations.table6(runs)
+    assert len(t) == 3 * len(sizes)
+    for N, label in zip(sizes, labels):
+        rows = t[t["N"] == N]
+        assert (rows["paper size"] == label).all()
+        for _, r in rows.iterrows():
+            published = paper.TABLE6[label][r["S"]] if label else (np.nan, np.nan)
+            np.testing.assert_equal((r["paper: GMP ppl"], r["paper: AC/DC ppl"]), published)
+            assert r["ours: AC/DC ppl"] == pytest.approx(math.exp(3.1))
+
+
 def test_engine_acdc_phases_scale_with_the_run(monkeypatch):
     """The engine's AC/DC optimizer gets phases of 4% of the run (the paper's 10K of 250K steps)."""
     from bigsparse_lib import pruning, train
