@@ -159,9 +159,8 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
         # citations in its pickled environment, but citations resolve across pages (the
         # bibliography lives in the appendix): after any re-execution, start from a fresh one.
         out = Path(output or root)
-        fresh = any(not r.cached for r in runs)
-        if fresh:
-            shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)
+        if any(not r.cached for r in runs):
+            shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)  # every page is then re-read and written
         subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage),
-                        "--path-output", str(out), "--quiet", *(["--all"] if fresh else [])], check=True, env=env)
+                        "--path-output", str(out), "--quiet"], check=True, env=env)
     return runs
