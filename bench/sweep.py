@@ -1,86 +1,119 @@
-"""Benchmark: sweep throughput on the toy grid, runs per hour, grouped against one at a time.
+"""Benchmark: the toy main sweeps, end to end, against the engine's one-run-at-a-time baseline.
 
 Run standalone (prints a Markdown section `## Sweeps` on stdout; `bench/run_all.py` collects it):
 
-    .venv/bin/python bench/sweep.py [--family vit t5] [--length 0]
+    .venv/bin/python bench/sweep.py [--family t5 vit] [--baseline-runs 4]
 
-For each family it takes the toy main grid's runs of one length (`--length` indexes the
-grid's lengths; 0 = the shortest, 100 steps: every size and sparsity) and trains them
-twice with `sweep.run_sweep`, each into a fresh results directory, as `bigsparse sweep`
-does (checkpoints, logs, records):
+For each family, in one process:
 
-1. *one at a time*: `group=False`, one `train.train` per run;
-2. *grouped*: `group=True`, runs that share a dense width trained as one vmapped program
-   (`sweep.group`), e.g. 12K dense, 6K at 50% and 3K at 75%.
-
-It prints wall time, runs per hour and their ratio, the group sizes, and the largest
-relative difference between the two sweeps' eval losses (float32 rounding).
+1. **The sweep.** The toy main grid (every size, sparsity, length and seed) is swept with
+   `sweep.run_sweep` into a fresh results directory, as `bigsparse sweep` and the book do:
+   runs of one dense width train as one compiled program (lanes of a `jax.vmap` over a
+   `lax.scan` of steps, batches made on the device), with checkpoints, logs and records. The
+   JAX compilation cache is a fresh empty folder, so compile time is included.
+2. **Achieved FLOP/s.** XLA's own count of one dense training step's FLOPs at each dense width
+   (forward, backward and optimizer), times the steps every run of that width trained, over the
+   sweep's wall time; against the float32 matmul peak (2048^3) measured in the same process.
+3. **The baseline.** `--baseline-runs` runs of the grid (the shortest length, spread over the
+   widths) trained the way the engine did before: one run at a time, one step per dispatch,
+   every batch built on the host (`train.train_runs(..., block=1, device_data=False)`). Their
+   runs x steps per second against the sweep's.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
+
+_CACHE = tempfile.mkdtemp(prefix="bigsparse-bench-jax-")
+os.environ["BIGSPARSE_JAX_CACHE"] = _CACHE  # a cold compilation cache: compile time counts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bigsparse_lib import sweep  # noqa: E402
-from bigsparse_lib.sweep import Store, grids  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from bigsparse_lib import sweep, train  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import make_step, matmul_peak  # noqa: E402
 
 
-def timed_sweep(grid, results: Path, group: bool) -> float:
-    t0 = time.perf_counter()
-    summary = sweep.run_sweep(grid, results, group=group, progress=False)
-    if not summary.complete or summary.failed:
-        raise RuntimeError(f"sweep into {results} did not finish: {summary}")
-    return time.perf_counter() - t0
+def step_flops(config: train.TrainConfig) -> float:
+    """XLA's FLOP count of one dense training step of `config`'s model (batch of the recipe)."""
+    c = config.resolved()
+    task = train.make_task(c)
+    tx = train.make_optimizer(c, task)
+    mesh = train.data_mesh(c.batch_size, jax.devices()[:1])
+    params = jax.eval_shape(task.init, jax.random.key(0))
+    flags = train._flag_list(params, task.sparsifiable(params))
+    step, _ = make_step(task, tx, flags, train.DTYPES[c.dtype], mesh)
+    opt = jax.eval_shape(tx.init, params)
+    batch = jax.eval_shape(lambda: task.train_data.device_batch_fn(c.batch_size)(
+        jnp.int32(0), jnp.int32(0), jnp.int32(0))) if hasattr(task.train_data, "device_batch_fn") else \
+        task.train_data.batch(0, c.batch_size)
+    cost = step.lower(params, opt, batch, jnp.int32(0)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", nargs="+", default=["vit", "t5"], choices=["vit", "t5"])
-    ap.add_argument("--length", type=int, default=0, help="index into the toy grid's lengths (0: shortest)")
+    ap.add_argument("--family", nargs="+", default=["t5", "vit"], choices=["vit", "t5"])
+    ap.add_argument("--baseline-runs", type=int, default=4)
     args = ap.parse_args()
 
+    peak = matmul_peak(jnp.float32, 2048, 5)
     rows = []
     for family in args.family:
-        full = sweep.make_grid(family, "toy", "main")
-        steps = grids.MAIN[family, "toy"].steps[args.length]
-        grid = sweep.Grid(full.family, full.preset, full.name, tuple(c for c in full.runs if c.steps == steps))
+        grid = sweep.make_grid(family, "toy", "main")
         with tempfile.TemporaryDirectory() as d:
-            # warm-up (imports, data tables) outside both timings: one tiny smoke sweep
-            sweep.run_sweep(sweep.make_grid(family, "smoke", "main"), Path(d) / "warm", group=False, progress=False)
-            # alternate the order between families so that a drifting machine load hurts both alike
-            order = (False, True) if family == args.family[0] else (True, False)
-            t = {g: timed_sweep(grid, Path(d) / f"group-{g}", g) for g in order}
-            single = sweep.export(Path(d) / "group-False").set_index("run_id")["loss"]
-            grouped = sweep.export(Path(d) / "group-True").set_index("run_id")["loss"]
-            diff = float(((grouped - single[grouped.index]).abs() / single[grouped.index]).max())
-            store = Store(Path(d) / "group-True")
-            sizes = Counter(store.record(rid).get("group", 1) for rid in store.run_ids())
-        rows.append((family, len(grid), steps, t[False], t[True], diff, sizes))
+            t0 = time.perf_counter()
+            summary = sweep.run_sweep(grid, Path(d) / "sweep", progress=False)
+            wall = time.perf_counter() - t0
+            if not summary.complete or summary.failed:
+                raise RuntimeError(f"the {family} toy sweep did not finish: {summary}")
+            steps = sum(c.resolved().steps for c in grid)
+            by_width: dict[str, list] = {}
+            for c in grid:
+                by_width.setdefault(train.group_signature(c), []).append(c)
+            flops = sum(step_flops(cs[0]) * sum(c.resolved().steps for c in cs) for cs in by_width.values())
+            # the baseline: a few of the shortest runs, spread over the widths, one at a time
+            shortest = min(c.resolved().steps for c in grid)
+            picks = [cs[0] for cs in by_width.values() if cs[0].resolved().steps == shortest] or list(grid)[:1]
+            picks = [min((c for c in grid if c.resolved().steps == shortest and train.group_signature(c) == k),
+                         key=lambda c: c.seed, default=cs[0]) for k, cs in by_width.items()]
+            picks = picks[:: max(1, len(picks) // args.baseline_runs)][: args.baseline_runs]
+            t0 = time.perf_counter()
+            for i, c in enumerate(picks):
+                train.train_runs([c], [Path(d) / "base" / str(i)], progress=False, block=1, device_data=False)
+            base_wall = time.perf_counter() - t0
+            base_steps = sum(c.resolved().steps for c in picks)
+        rows.append(dict(family=family, runs=len(grid), widths=len(by_width), wall=wall, steps=steps,
+                         flops=flops, base_runs=len(picks), base_steps=base_steps, base_wall=base_wall))
 
     cmd = ("python bench/sweep.py " + shlex.join(sys.argv[1:])).strip()
     print("## Sweeps\n")
-    print(f"`{cmd}`: the toy main grid's runs of one length, swept twice with `sweep.run_sweep` into fresh "
-          "results directories (checkpoints, logs and records included), one run at a time and grouped. "
-          "Wall-clock seconds including compilation.\n")
-    print("| family | runs (steps each) | one at a time | grouped | runs / hour, one at a time | "
-          "runs / hour, grouped | speed-up | runs by group size | max rel. loss difference |")
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
-    for family, n, steps, ts, tg, diff, sizes in rows:
-        by_size = ", ".join(f"{sizes[k]} in groups of {k}" for k in sorted(sizes))
-        print(f"| {family} | {n} ({steps}) | {ts:.0f} s | {tg:.0f} s | {3600 * n / ts:.0f} | {3600 * n / tg:.0f} | "
-              f"{ts / tg:.2f}x | {by_size} | {diff:.1e} |")
-    print("\nGrouped runs share one compiled program per dense width and length; at toy scale compiling "
-          "is a large part of a run, which is what grouping saves. `bigsparse sweep` groups by default at "
-          "smoke and toy scale (`--no-group` to turn it off) and not at full scale, where a run is "
-          "dominated by its steps and a group multiplies memory."
-          " Grouped and single runs are different programs (batched matrix products sum in another order), so their losses agree only to rounding that training can amplify: the ViT runs at 100 steps are leaving the label-frequency plateau, where a tiny difference shifts when a run escapes it. The tests check agreement to 1e-5 at smoke scale.")
+    print(f"`{cmd}`: each family's toy main grid swept into a fresh results directory with a cold JAX "
+          "compilation cache (so compile time is included), as `make book` runs it; FLOP/s = XLA's count of "
+          "a dense step at each width x the steps trained there / wall time, against a 2048^3 float32 "
+          f"matmul measured in the same process ({peak / 1e9:,.1f} GFLOP/s). Baseline: a few of the "
+          "shortest runs trained the way the engine did before this rewrite (one run at a time, one step "
+          "per dispatch, host-built batches).\n")
+    print("| family | runs (widths) | runs x steps | sweep wall time | GFLOP/s | of matmul peak | "
+          "runs x steps / s | baseline runs x steps / s | speed-up |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rate, base = r["steps"] / r["wall"], r["base_steps"] / r["base_wall"]
+        print(f"| {r['family']} | {r['runs']} ({r['widths']}) | {r['steps']:,} | {r['wall']:.0f} s | "
+              f"{r['flops'] / r['wall'] / 1e9:,.1f} | {r['flops'] / r['wall'] / peak:.0%} | {rate:,.0f} | "
+              f"{base:,.1f} ({r['base_runs']} runs) | {rate / base:,.1f}x |")
+    total = sum(r["wall"] for r in rows)
+    print(f"\nBoth families' toy main sweeps together: {total:.0f} s ({total / 60:.1f} min; target <= 15 min).")
     return 0
 
 

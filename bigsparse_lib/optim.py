@@ -107,14 +107,19 @@ def adafactor(learning_rate, *, decay_rate: float = 0.8, eps1: float = 1e-30, ep
 
 # ---------------------------------------------------------------- learning-rate schedules
 
-def t5_rsqrt_schedule(peak: float = 0.01, warmup: int = 10_000) -> optax.Schedule:
+def t5_rsqrt_schedule(peak: float = 0.01, warmup=10_000) -> optax.Schedule:
     """T5's inverse square root: lr(t) = peak * sqrt(warmup / max(t, warmup)).
 
     With the T5 values (0.01, 10^4) this is 0.01 for 10^4 steps, then exactly 1/sqrt(t).
+    `warmup` may be traced (the engine's per-run lengths are data).
     """
-    warmup = int(warmup)
-    return optax.join_schedules(
-        [optax.constant_schedule(peak), lambda s: peak * jnp.sqrt(warmup / (jnp.asarray(s, jnp.float32) + warmup))], [warmup])
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        w = jnp.asarray(warmup, jnp.float32)
+        return peak * jnp.sqrt(w / jnp.maximum(step, w))
+
+    return schedule
 
 
 def rsqrt_schedule(total_steps: int, *, warmup: int, cooldown: int, timescale: int | None = None,
@@ -124,17 +129,18 @@ def rsqrt_schedule(total_steps: int, *, warmup: int, cooldown: int, timescale: i
     With peak=1 it is the relative factor big_vision multiplies the updates by.
     lr(t) = peak * min(1, t/warmup) * rsqrt-factor(t) * min(1, (T - t)/cooldown), where the
     rsqrt factor is 1 during warm-up and sqrt(timescale / (t - warmup + timescale)) after.
+    A warm-up or cool-down of 0 is none. Lengths may be traced (the engine's per-run data).
     """
-    timescale = int(timescale or warmup or 1)
+    if timescale is None:
+        timescale = jnp.maximum(warmup, 1) if _traced(warmup) else int(warmup or 1)
     shift = timescale - warmup
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
         lr = jnp.where(step > warmup, peak / jnp.sqrt((step + shift) / timescale), peak)
-        if warmup:
-            lr = lr * jnp.minimum(1.0, step / warmup)
-        if cooldown:
-            lr = lr * jnp.minimum(1.0, (total_steps - step) / cooldown)
+        # min(1, t / warmup) and min(1, (T - t) / cooldown), each 1 when its length is 0
+        lr = lr * jnp.where(warmup > 0, jnp.minimum(1.0, step / jnp.maximum(warmup, 1)), 1.0)
+        lr = lr * jnp.where(cooldown > 0, jnp.minimum(1.0, (total_steps - step) / jnp.maximum(cooldown, 1)), 1.0)
         return jnp.maximum(lr, 0.0)
 
     return schedule
@@ -190,15 +196,26 @@ def big_vision_adafactor(peak_lr: float = 8e-4, schedule: optax.Schedule | None 
 
 # ---------------------------------------------------------------- per-family recipes
 
-def _warmup(steps: int, preset: str, full_value: int) -> int:
+def _traced(x) -> bool:
+    return isinstance(x, jax.Array)
+
+
+def _fraction_of_run(steps, divisor: int, cap: int | None = None):
+    """max(1, min(cap, steps // divisor)), for a Python int or a traced int (the engine's groups)."""
+    if _traced(steps):
+        n = steps // divisor
+        return jnp.maximum(1, n if cap is None else jnp.minimum(cap, n))
+    n = int(steps) // divisor
+    return max(1, n if cap is None else min(cap, n))
+
+
+def _warmup(steps, preset: str, full_value: int):
     """Warm-up/cool-down length: the paper's value at full scale, capped at a tenth of the run,
     and a tenth of the run for the small presets (so that their curves keep the same shape)."""
-    if preset == "full":
-        return max(1, min(full_value, steps // 10))
-    return max(1, steps // 10)
+    return _fraction_of_run(steps, 10, full_value if preset == "full" else None)
 
 
-def for_family(family: str, steps: int, preset: str = "toy", *, learning_rate: float | None = None
+def for_family(family: str, steps, preset: str = "toy", *, learning_rate: float | None = None
                ) -> optax.GradientTransformation:
     """The paper's optimizer for `family` over a run of `steps` steps (App. A).
 
@@ -208,20 +225,22 @@ def for_family(family: str, steps: int, preset: str = "toy", *, learning_rate: f
          warm-up = 10^4 at full scale), linear cool-down (5*10^4 at full scale, a fifth of
          the run otherwise), weight decay 0.03*peak (x100 on the head).
     `learning_rate` overrides the peak (the trainer's presets may tune it for tiny models).
+    `steps` may be a traced int: the engine trains runs of several lengths in one program.
     Wrap the result with `pruning.sparsify` for sparse runs.
     """
     if family not in FAMILIES:
         raise InputError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    steps = int(steps)
-    if steps < 1:
-        raise InputError(f"steps must be >= 1, got {steps}")
+    if not _traced(steps):
+        steps = int(steps)
+        if steps < 1:
+            raise InputError(f"steps must be >= 1, got {steps}")
     if family == "t5":
         peak = 0.01 if learning_rate is None else float(learning_rate)
         return adafactor(t5_rsqrt_schedule(peak, _warmup(steps, preset, 10_000)))
     peak = 8e-4 if learning_rate is None else float(learning_rate)
     warmup = _warmup(steps, preset, 10_000)
-    cooldown = max(1, min(50_000, steps // 5)) if preset == "full" else max(1, steps // 5)
+    cooldown = _fraction_of_run(steps, 5, 50_000 if preset == "full" else None)
     return big_vision_adafactor(peak, rsqrt_schedule(steps, warmup=warmup, cooldown=cooldown),
                                 weight_decay=0.03 * peak)

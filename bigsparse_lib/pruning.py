@@ -62,6 +62,27 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
 ACDC_PHASE_FRACTION = 10_000 / 250_000
 
 
+class Clock(NamedTuple):
+    """A run's pruning timetable in steps: what `PruningConfig` needs to know of a run's length.
+
+    total: T, the run's steps; start: the first step that may prune, floor(start * T); end: the
+    step of the final mask, round(end * T); every: steps between GMP mask updates, or the length
+    of one AC/DC phase. `PruningConfig.clock(T)` computes them on the host in float64, so that a
+    run's schedule is the same whether T is a Python int or, in the engine's vmapped groups,
+    per-run data (a traced int32): a run's length and schedule are inputs of the compiled
+    program, not constants baked into it.
+    """
+
+    total: Any
+    start: Any
+    end: Any
+    every: Any
+
+
+def _is_traced(*values) -> bool:
+    return any(isinstance(v, jax.Array) for v in values)
+
+
 @dataclass(frozen=True)
 class PruningConfig:
     """How to sparsify (App. A, B; §4.1, §4.2).
@@ -122,34 +143,48 @@ class PruningConfig:
         sched = self.effective_schedule()
         return int(np.floor(sched.start * total_steps)), int(round(sched.end * total_steps))
 
-    def update_due(self, step, total_steps: int):
-        """True on the steps whose mask is recomputed (before that step's update is applied)."""
-        xp = jnp if isinstance(step, jax.Array) else np
+    def clock(self, total_steps) -> Clock:
+        """The run's `Clock` for `total_steps` (a Clock is passed through unchanged)."""
+        if isinstance(total_steps, Clock):
+            return total_steps
+        total = int(total_steps)
+        start, end = self.window(total)
+        every = self.phase_steps(total) if self.method == "acdc" else int(self.schedule.every)
+        return Clock(total=total, start=start, end=end, every=every)
+
+    def update_due(self, step, total_steps):
+        """True on the steps whose mask is recomputed (before that step's update is applied).
+
+        `total_steps`: the run's length, or its `Clock` (whose fields may be traced)."""
+        clock = self.clock(total_steps)
+        xp = jnp if _is_traced(step, *clock) else np
         step = xp.asarray(step)
         if self.method == "none":
             return xp.zeros_like(step, dtype=bool)
-        start, end = self.window(total_steps)
+        start, end, every = clock.start, clock.end, clock.every
         if self.method == "acdc":
-            phase_start = ((step - start) % self.phase_steps(total_steps)) == 0
+            phase_start = ((step - start) % every) == 0
             return ((step >= start) & (step < end) & phase_start) | (step == end)
-        every = int(self.schedule.every)
         return ((step >= start) & (step < end) & (step % every == 0)) | (step == end)
 
-    def sparsity_at_step(self, step, total_steps: int, S):
+    def sparsity_at_step(self, step, total_steps, S):
         """Sparsity in force at `step` (after that step's mask update) for final sparsity S.
 
         GMP/one-shot: `GradualSchedule.sparsity_at_step`, pinned to exactly S from the end
         step on. AC/DC: 0 in dense phases, S (or the ramp) in sparse ones. numpy or JAX.
+        `total_steps`: the run's length, or its `Clock` (whose fields may be traced).
         """
-        xp = jnp if isinstance(step, jax.Array) or isinstance(S, jax.Array) else np
+        clock = self.clock(total_steps)
+        total_steps = clock.total
+        xp = jnp if _is_traced(step, S, *clock) else np
         step = xp.asarray(step)
         S = xp.asarray(S, dtype=xp.float32 if xp is jnp else float)
         if self.method == "none":
             return 0.0 * S * step
-        start, end = self.window(total_steps)
+        start, end = clock.start, clock.end
         sched = self.effective_schedule()
         if self.method == "acdc":
-            phase = self.phase_steps(total_steps)
+            phase = clock.every
             sparse_phase = ((step - start) // phase) % 2 == 0
             if self.acdc_sparsity == "fixed":
                 level = S + 0.0 * step
@@ -158,7 +193,7 @@ class PruningConfig:
                 level = sched.sparsity(phase_start / total_steps, S)
             in_window = (step >= start) & (step < end)
             return xp.where(step >= end, S, xp.where(in_window & sparse_phase, level, 0.0 * S))
-        return xp.where(step >= end, S, sched.sparsity_at_step(step, total_steps, S))
+        return xp.where(step >= end, S, sched.sparsity_at_step(step, total_steps, S, every=clock.every, end_step=end))
 
     def mean_density(self, total_steps: int, S) -> float:
         """Mean over the run's steps of (1 - S_t): the step-exact counterpart of
@@ -320,16 +355,20 @@ def final_keep(targets, params_shape) -> list:
 
 
 def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_targets, flat_keep,
-                    total_steps: int, config: PruningConfig = PruningConfig()) -> optax.GradientTransformation:
-    """`sparsify` on flat per-leaf targets, which may be traced (the sweep's vmapped groups).
+                    total_steps, config: PruningConfig = PruningConfig()) -> optax.GradientTransformation:
+    """`sparsify` on flat per-leaf targets, which may be traced (the engine's vmapped groups).
 
     A leaf whose target is a Python 0.0 is dense; any other leaf is pruned (a traced target
     of 0 keeps every weight). `flat_keep`: the final non-zero count of each leaf, computed
     in float64 outside the trace (`final_keep`); None computes it from concrete targets.
+    `total_steps`: the run's length (int), or its `Clock`, whose fields may be traced: then one
+    compiled program serves runs of every length.
     """
-    total_steps = int(total_steps)
-    if total_steps < 1:
-        raise InputError(f"total_steps must be >= 1, got {total_steps}")
+    if not isinstance(total_steps, Clock):
+        total_steps = int(total_steps)
+        if total_steps < 1:
+            raise InputError(f"total_steps must be >= 1, got {total_steps}")
+    total_steps = config.clock(total_steps)
     nm = config.nm
     concrete = lambda S: not isinstance(S, jax.Array)
     sparse = [not (concrete(S) and float(S) <= 0.0) for S in flat_targets]

@@ -61,17 +61,19 @@ class GradualSchedule:
         tau = xp.clip((xp.asarray(t) - self.start) / span, 0.0, 1.0)
         return S - S * (1.0 - tau) ** self.power
 
-    def sparsity_at_step(self, step, total_steps: int, S):
+    def sparsity_at_step(self, step, total_steps, S, *, every=None, end_step=None):
         """Sparsity in force at integer `step` of `total_steps` when the mask moves every `every` steps.
 
         The mask is recomputed at multiples of `every` (and at the last step of the
-        ramp, so that training always ends exactly at S).
+        ramp, so that training always ends exactly at S). `every` and `end_step` default to
+        this schedule's `every` and round(end * total_steps); the engine passes them (and
+        total_steps) as traced per-run values (`pruning.Clock`).
         """
-        xp = _xp(step, S)
-        every = int(self.every)
+        xp = _xp(step, S, total_steps, every, end_step)
+        every = int(self.every) if every is None else every
         step = xp.asarray(step)
         last_update = (step // every) * every
-        end_step = int(round(self.end * total_steps))
+        end_step = int(round(self.end * total_steps)) if end_step is None else end_step
         # From the (rounded) end step on, the target is exact even when end_step / total < end.
         return xp.where(step >= end_step, S + 0.0 * last_update, self.sparsity(last_update / total_steps, S))
 

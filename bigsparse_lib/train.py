@@ -20,12 +20,13 @@ devices and the parameters are replicated (`jax.sharding`); XLA inserts the all-
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from bigsparse_lib import optim
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.flops import Spent
 from bigsparse_lib.schedule import GradualSchedule
@@ -489,36 +491,6 @@ def _check_config(out_dir: Path, config: TrainConfig) -> None:
         _atomic_write_json(path, {"config": config.to_dict(), "recipe_version": recipe_version(config.family)})
 
 
-def _make_step(task: Task, tx, flags: list[bool], dtype, mesh: Mesh, seed: int):
-    """The jit-compiled train step and eval loss: batch sharded over "data", params replicated.
-
-    The step returns the non-zero count of each sparsified kernel it trained with (`flags`
-    marks them), so the loop can price it without a second pass over the weights.
-    """
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    base_key = jax.random.fold_in(jax.random.key(seed), 1)
-
-    def nnz(params):
-        leaves = [x for x, f in zip(jax.tree.leaves(params), flags) if f]
-        return jnp.stack([jnp.count_nonzero(x) for x in leaves]) if leaves else jnp.zeros((0,), jnp.int32)
-
-    def step(params, opt_state, batch, t):
-        rng = jax.random.fold_in(base_key, t)
-        loss, grads = jax.value_and_grad(task.loss_fn)(params, batch, rng=rng, dtype=dtype)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        # nnz of the weights this step trained with: the sparse cost of the step (§3.3 (b)).
-        return optax.apply_updates(params, updates), opt_state, loss, nnz(params)
-
-    def eval_loss(params, batch):
-        return task.loss_fn(params, batch, rng=None, dtype=dtype)
-
-    step_fn = jax.jit(step, in_shardings=(replicated, replicated, batch_sharding, replicated),
-                      out_shardings=(replicated, replicated, replicated, replicated), donate_argnums=(0, 1))
-    eval_fn = jax.jit(eval_loss, in_shardings=(replicated, batch_sharding), out_shardings=replicated)
-    return step_fn, eval_fn, batch_sharding
-
-
 def _finished_result(out_dir: Path, config: TrainConfig) -> dict | None:
     """The result of a run of this config that already finished in out_dir, else None."""
     try:
@@ -528,12 +500,6 @@ def _finished_result(out_dir: Path, config: TrainConfig) -> dict | None:
         return None
     same = saved == json.loads(json.dumps(config.to_dict()))
     return result if same and result.get("status") == "ok" and result.get("steps") == config.steps else None
-
-
-def evaluate(eval_fn, dataset, params, batch_size: int, batches: int, batch_sharding) -> float:
-    """Mean loss over the first `batches` batches of the held-out stream (the same at every call)."""
-    losses = [eval_fn(params, jax.device_put(dataset.batch(i, batch_size), batch_sharding)) for i in range(batches)]
-    return float(np.mean([float(x) for x in losses]))
 
 
 def _diverged(out_dir: Path, config: TrainConfig, steps: int, reason: str):
@@ -574,102 +540,433 @@ def _finish(out_dir: Path, config: TrainConfig, sparsifiable, host_params, eval_
     return result
 
 
+# --------------------------------------------------------------------------------------
+# The engine: lanes of runs in one compiled program, many steps per dispatch.
+# --------------------------------------------------------------------------------------
+COMPILE_CACHE_ENV = "BIGSPARSE_JAX_CACHE"
+MAX_BLOCK = 100  # steps per dispatch (lax.scan): a killed run redoes at most this many
+_cache_dir: list[str | None] = []
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache (once per process) and return its folder.
+
+    The folder is `path`, else $BIGSPARSE_JAX_CACHE, else ~/.cache/bigsparse/jax ("off"
+    disables it). A rebuild of the book and the test suite then reuse the compiled training
+    programs instead of compiling them again (seconds each on a CPU).
+    """
+    if _cache_dir:
+        return _cache_dir[0]
+    where = str(path or os.environ.get(COMPILE_CACHE_ENV)
+                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigsparse" / "jax")
+    if where.lower() in ("off", "0", "none", ""):
+        _cache_dir.append(None)
+        return None
+    try:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", where)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except (OSError, AttributeError):  # an unwritable cache only costs speed
+        where = None
+    _cache_dir.append(where)
+    return where
+
+
+def group_signature(config: TrainConfig) -> str | None:
+    """Runs with equal signatures can train in one compiled program (`train_runs`); None for a
+    run that always trains alone.
+
+    Equal: the resolved config except what a run feeds the program as data -- its seed, sparsity,
+    non-zero count, length (and the mask-update interval that follows from it) -- and the model's
+    shapes. Dense runs (`method="none"`) group with GMP runs: in a group a dense run is GMP with
+    target 0, which keeps every weight and makes the same updates. Runs that start from a
+    checkpoint (`init`), and AC/DC and one-shot runs, train alone.
+    """
+    c = config.resolved()
+    if c.init is not None or c.method not in ("gmp", "none"):
+        return None
+    d = {k: v for k, v in c.to_dict().items() if k not in ("seed", "sparsity", "nnz", "method", "steps")}
+    d["schedule"] = {k: v for k, v in d["schedule"].items() if k != "every"}
+    d["model"] = model_config(c).to_dict()
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+class LaneInputs(NamedTuple):
+    """What distinguishes the run a lane trains, as data of the compiled program (one row per lane).
+
+    seed: the run's seed (init key fold_in(key(seed), 0), step keys fold_in(fold_in(key(seed), 1),
+    t), data stream); clock: its length and pruning timetable (`pruning.Clock`); S, k: per
+    prunable leaf, the target sparsity and the final non-zero count (float64 on the host).
+    """
+
+    seed: Any
+    clock: Any
+    S: Any
+    k: Any
+
+
+@dataclass
+class _Run:
+    """Host-side state of one run of a `train_runs` call."""
+
+    index: int
+    config: TrainConfig
+    out_dir: Path
+    task: Task
+    manager: Any = None
+    spent: Spent = dataclasses.field(default_factory=Spent)
+    end: int = 0  # the step this call trains it to (its length, or stop_after)
+    logged: list = dataclasses.field(default_factory=list)  # (loss, nnz) since the last log record
+    result: dict | None = None
+
+
+def _gcd_block(values, most: int) -> int:
+    """The largest divisor of gcd(values) that is at most `most`: a block that never straddles a
+    run's start, end or checkpoint."""
+    k = 0
+    for v in values:
+        k = math.gcd(k, int(v))
+    k = k or most
+    return max(d for d in range(1, min(k, most) + 1) if k % d == 0)
+
+
+def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progress: bool = True,
+               stop_after: int | None = None, task: Task | None = None, devices=None,
+               on_result: Callable[[int, dict], None] | None = None, block: int | None = None,
+               device_data: bool = True) -> list[dict]:
+    """Train (or resume) runs that share one `group_signature` as ONE compiled program; one result
+    per run, in order. `train` is this with a single run.
+
+    The program is `jax.vmap` over *lanes* of `jax.lax.scan` over a block of steps. A lane trains
+    its runs one after another (`lanes`: run indices per lane; default one run per lane): when a
+    run ends, its lane is re-initialised for the next one, so runs of different lengths pack into
+    lanes of about equal work (`sweep.group.lanes`). A run's seed, length, pruning timetable and
+    targets are inputs of the program (`LaneInputs`), never constants: one compilation serves
+    every sparsity, seed and length on one dense width.
+
+    Batches of the synthetic streams are generated inside the program from (seed, split, index)
+    (`device_batch_fn`); other streams (C4, image folders, tests' stand-ins) are built on the host
+    and fed to the scan. Each run keeps the single-run layout of its folder: config.json, log.jsonl,
+    orbax checkpoints every `checkpoint_every` steps (rounded to whole blocks) and at its end, and
+    result.json. Everything a step computes is a pure function of (seed, step), so a run killed
+    anywhere, also inside a block, resumes from its last checkpoint to the numbers of a run never
+    stopped. A run whose loss becomes NaN/inf is recorded "diverged" and its lane moves on.
+
+    `stop_after`: train each run to at most that many steps in total (checkpointed, status
+    "stopped"; a later call resumes it). `on_result(i, result)` is called as run i ends, so that a
+    caller can record it at once. Raises `Diverged` only for a single run (as `train` always did).
+    `block`: the most steps per dispatch (default MAX_BLOCK; 1 = one dispatch per step, as an
+    engine without `lax.scan`); `device_data=False` builds every batch on the host, as an engine
+    without device streams (both for benchmarks and checks; the numbers are the same).
+    """
+    from tqdm.auto import tqdm
+
+    from bigsparse_lib import pruning
+
+    enable_compilation_cache()
+    configs = [c.resolved() for c in configs]
+    out_dirs = [Path(o) for o in out_dirs]
+    if not configs or len(configs) != len(out_dirs):
+        raise ValueError("train_runs needs one output directory per config")
+    if len(configs) > 1 and (task is not None or len({group_signature(c) for c in configs} - {None}) != 1
+                             or any(group_signature(c) is None for c in configs)):
+        raise ValueError("train_runs trains several runs together only if they share one group_signature")
+    lanes = [list(l) for l in (lanes or [[i] for i in range(len(configs))]) if l]
+    if sorted(i for l in lanes for i in l) != list(range(len(configs))):
+        raise ValueError(f"lanes must hold each of the {len(configs)} runs once, got {lanes}")
+
+    results: list[dict | None] = [None] * len(configs)
+    runs: list[_Run] = []
+    for i, (c, o) in enumerate(zip(configs, out_dirs)):
+        finished = _finished_result(o, c)
+        if finished is not None:
+            results[i] = finished
+            if on_result:
+                on_result(i, finished)
+        # Everything that can reject a config (nnz too small, a mismatched --init) runs before
+        # anything is written to its folder.
+        runs.append(_Run(i, c, o, None if finished is not None else (task or make_task(c))))
+    lanes = [[i for i in lane if results[i] is None] for lane in lanes]
+    lanes = [lane for lane in lanes if lane]
+    if not lanes:
+        return results  # type: ignore[return-value]
+
+    c0, t0 = configs[lanes[0][0]], runs[lanes[0][0]].task
+    dtype = DTYPES[c0.dtype]
+    mesh = data_mesh(c0.batch_size, devices)
+    replicated = NamedSharding(mesh, P())
+    prune_cfg = pruning.PruningConfig(method="gmp" if len(configs) > 1 and c0.method == "none" else c0.method,
+                                      pattern=c0.pattern, schedule=c0.schedule)
+    params_shape = jax.eval_shape(t0.init, jax.random.key(0))
+    target_def = jax.tree_util.tree_structure(params_shape)
+    sparsifiable = t0.sparsifiable(params_shape)
+    flags = _flag_list(params_shape, sparsifiable)
+    sizes = [int(np.prod(x.shape, dtype=np.int64)) for x in jax.tree.leaves(params_shape)]
+    dense = int(sum(n for n, f in zip(sizes, flags) if f))
+    # Leaves a run may prune: every sparsifiable leaf, whatever this run's target, so that a
+    # checkpoint's state has the same structure however its run was grouped.
+    targets = [None if r.task is None else [0.0 if c.method == "none" else float(S)
+                                            for S in jax.tree.leaves(r.task.targets)]
+               for c, r in zip(configs, runs)]
+    cols = [j for j in range(len(sizes)) if flags[j] or any(t[j] > 0 for t in targets if t is not None)]
+    leaf_names = [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params_shape)]
+
+    def lane_inputs(i: int) -> LaneInputs:
+        c = configs[i]
+        clock = prune_cfg.clock(c.steps)
+        S = [targets[i][j] for j in cols]
+        k = [pruning.keep_count(x, sizes[j]) if x > 0 else sizes[j] for x, j in zip(S, cols)]
+        if prune_cfg.nm is not None:  # Algorithm 1's groups of m must tile each kernel's axis 0
+            shapes = jax.tree.leaves(params_shape)
+            for x, j in zip(S, cols):
+                if x > 0:
+                    pruning._check_nm_leaf(shapes[j].shape, x, *prune_cfg.nm, name=leaf_names[j])
+        return LaneInputs(seed=np.int32(c.seed), clock=pruning.Clock(*(np.int32(v) for v in clock)),
+                          S=np.asarray(S, np.float32), k=np.asarray(k, np.int32))
+
+    def make_tx(lane: LaneInputs, config: TrainConfig):
+        if t0.optimizer is not None:  # a task's own optimizer (tests' stand-ins): one static run
+            return t0.optimizer(config, t0)
+        inner = optim.for_family(config.family, lane.clock.total, config.preset,
+                                 learning_rate=config.learning_rate)
+        S_leaves, k_leaves = [0.0] * len(sizes), list(sizes)
+        for n, j in enumerate(cols):
+            S_leaves[j], k_leaves[j] = lane.S[n], lane.k[n]
+        return pruning.sparsify_leaves(inner, target_def, S_leaves, k_leaves, lane.clock, prune_cfg)
+
+    def nnz(params):
+        leaves = [x for x, f in zip(jax.tree.leaves(params), flags) if f]
+        return jnp.stack([jnp.count_nonzero(x) for x in leaves]) if leaves else jnp.zeros((0,), jnp.int32)
+
+    device_batch = getattr(t0.train_data, "device_batch_fn", None) if device_data else None
+    train_batch = device_batch(c0.batch_size) if device_batch else None
+
+    def lane_init(lane: LaneInputs):
+        params = t0.init(jax.random.fold_in(jax.random.key(lane.seed), 0))
+        return params, make_tx(lane, c0).init(params)
+
+    def lane_block(params, opt_state, t, lane: LaneInputs, xs):
+        """K steps of one lane's run from its step t (lax.scan); per step: loss, nnz per kernel."""
+        tx = make_tx(lane, c0)
+        step_key = jax.random.fold_in(jax.random.key(lane.seed), 1)
+
+        def step(carry, x):
+            params, opt_state, t = carry
+            batch = train_batch(lane.seed, jnp.int32(SPLIT_TRAIN), t) if train_batch else x
+            loss, grads = jax.value_and_grad(t0.loss_fn)(params, batch, rng=jax.random.fold_in(step_key, t),
+                                                         dtype=dtype)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            # nnz of the weights this step trained with: the sparse cost of the step (§3.3 (b)).
+            return (optax.apply_updates(params, updates), opt_state, t + 1), (loss, nnz(params))
+
+        (params, opt_state, _), (loss, counts) = jax.lax.scan(step, (params, opt_state, t), xs, length=K)
+        return params, opt_state, loss, counts
+
+    # The block: K divides every run's length, start and stop, and the checkpoint interval.
+    starts = {}
+    for lane in lanes:
+        for i in lane:
+            r = runs[i]
+            r.out_dir.mkdir(parents=True, exist_ok=True)
+            _check_config(r.out_dir, r.config)
+            r.manager = _manager(r.out_dir)
+            starts[i] = r.manager.latest_step() or 0
+            r.end = r.config.steps if stop_after is None else min(r.config.steps, int(stop_after))
+    K = _gcd_block([r.end for lane in lanes for r in map(runs.__getitem__, lane)]
+                   + list(starts.values()) + [c0.checkpoint_every], block or MAX_BLOCK)
+    block_fn = jax.jit(jax.vmap(lane_block, in_axes=(0, 0, 0, 0, None if train_batch else 0)),
+                       donate_argnums=(0, 1))
+    R = len(lanes)
+
+    def stack(trees):
+        return jax.tree.map(lambda *x: np.stack(x), *trees)
+
+    @functools.partial(jax.jit, out_shardings=replicated)
+    def reinit(params, opt_state, lane_in, fresh):
+        """Lanes where `fresh` is True start their (new) run from its initial state."""
+        new_p, new_o = jax.vmap(lane_init)(lane_in)
+        pick = lambda n, o: jnp.where(fresh.reshape((-1,) + (1,) * (o.ndim - 1)), n, o)  # noqa: E731
+        return jax.tree.map(pick, new_p, params), jax.tree.map(pick, new_o, opt_state)
+
+    @functools.partial(jax.jit, out_shardings=replicated)
+    def put_lane(params, opt_state, i, p, o):
+        return (jax.tree.map(lambda a, x: a.at[i].set(x), params, p),
+                jax.tree.map(lambda a, x: a.at[i].set(x), opt_state, o))
+
+    def solo_shapes(i):
+        lane = lane_inputs(i)
+        p, o = jax.eval_shape(lambda: lane_init(jax.tree.map(jnp.asarray, lane)))
+        single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        on = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=single), tree)  # noqa: E731
+        return on(p), on(o)
+
+    eval_fn = _eval_program(t0, c0, dtype, device_data)
+    queue = [list(lane) for lane in lanes]
+    current = [q.pop(0) for q in queue]
+    t_local = np.zeros(R, np.int64)
+    alive = np.ones(R, bool)
+    lane_in = stack([lane_inputs(i) for i in current])
+    params, opt_state = jax.jit(jax.vmap(lane_init), out_shardings=replicated)(lane_in)
+
+    def start_run(slot: int) -> None:
+        """Load run current[slot] into its lane: fresh init (done by `reinit`), a checkpoint, or --init."""
+        nonlocal params, opt_state
+        r = runs[current[slot]]
+        step = starts[r.index]
+        _truncate_log(r.out_dir, step)
+        t_local[slot] = step
+        if step:
+            p_shape, o_shape = solo_shapes(r.index)
+            p, o, meta = _restore(r.manager, step, p_shape, o_shape)
+            p, o = jax.device_put((p, o), replicated)
+            r.spent = Spent.from_dict(meta["spent"])
+            assert r.spent.steps == step, (r.spent, step)
+            params, opt_state = put_lane(params, opt_state, slot, p, o)
+        elif r.config.init is not None:
+            p = jax.device_put(load_params(r.config.init, like=params_shape), replicated)
+            o = make_tx(jax.tree.map(jnp.asarray, lane_inputs(r.index)), r.config).init(p)
+            params, opt_state = put_lane(params, opt_state, slot, p, o)
+
+    for slot in range(R):
+        start_run(slot)
+    total_work = sum(runs[i].end - starts[i] for lane in lanes for i in lane)
+    bar = tqdm(total=total_work, disable=not progress, unit="step", dynamic_ncols=True,
+               desc=f"{c0.family}/{c0.preset} " + (f"{len(configs)} runs in {R} lanes" if len(configs) > 1
+                                                   else f"S={c0.sparsity:g}"))
+    data_per_step = c0.batch_size * t0.units_per_example
+
+    def host_batches():
+        """[R, K, ...] batches of the streams without a device generator (zeros for idle lanes)."""
+        per_lane = []
+        for slot in range(R):
+            data = runs[current[slot]].task.train_data
+            per_lane.append(stack([data.batch(int(t_local[slot]) + k, c0.batch_size) for k in range(K)]))
+        return jax.device_put(stack(per_lane), NamedSharding(mesh, P(None, None, "data")))
+
+    def log(r: _Run, force: bool = False) -> None:
+        if not r.logged or not (force or r.spent.steps % r.config.log_every == 0):
+            return
+        last_nnz = r.logged[-1][1]
+        _append_log(r.out_dir, {"step": r.spent.steps, "loss": float(np.mean([x for x, _ in r.logged])),
+                                "sparsity": 1.0 - last_nnz / dense if dense else 0.0, "nnz": last_nnz,
+                                **{k: v for k, v in r.spent.to_dict().items() if k != "steps"}})
+        r.logged.clear()
+
+    def end_run(slot: int, result: dict) -> None:
+        r = runs[current[slot]]
+        r.result = results[r.index] = result
+        if on_result:
+            on_result(r.index, result)
+        bar.update(r.end - r.spent.steps)  # what a diverged run leaves untrained
+        if queue[slot]:
+            current[slot] = queue[slot].pop(0)
+        else:
+            alive[slot] = False
+
+    try:
+        while alive.any():
+            xs = None if train_batch else host_batches()
+            params, opt_state, loss, counts = block_fn(params, opt_state, jnp.asarray(t_local, jnp.int32),
+                                                       jax.device_put(lane_in, replicated), xs)
+            loss, counts = jax.device_get((loss, counts))
+            fresh = np.zeros(R, bool)
+            host = None
+            for slot in np.flatnonzero(alive):
+                r = runs[current[slot]]
+                diverged = None
+                for k in range(K):
+                    value, n = float(loss[slot, k]), int(np.sum(counts[slot, k], dtype=np.int64))
+                    if not math.isfinite(value):
+                        diverged = f"training loss became {value} at step {r.spent.steps + 1}"
+                        break
+                    r.spent = r.spent.add_step(n, dense, data_per_step)
+                    r.logged.append((value, n))
+                    log(r)
+                bar.update(K if diverged is None else k)
+                t_local[slot] += K
+                if diverged is not None:
+                    try:
+                        _diverged(r.out_dir, r.config, r.spent.steps, diverged)
+                    except Diverged as e:
+                        end_run(slot, {"status": "diverged", "reason": str(e)})
+                    fresh[slot] = True
+                    continue
+                done = r.spent.steps
+                if done % r.config.checkpoint_every == 0 or done == r.end:
+                    log(r, force=True)
+                    if host is None:  # slice on the host: no per-lane programs
+                        host = jax.device_get((params, opt_state))
+                    p_i = jax.tree.map(lambda x: x[slot], host[0])
+                    o_i = jax.tree.map(lambda x: x[slot], host[1])
+                    _save(r.manager, done, p_i, o_i, {"spent": r.spent.to_dict()})
+                if done == r.end:
+                    if done < r.config.steps:
+                        result = {"status": "stopped", "steps": done, "config": r.config.to_dict(),
+                                  "recipe_version": recipe_version(r.config.family)}
+                    else:
+                        r.manager.wait_until_finished()
+                        try:
+                            result = _finish(r.out_dir, r.config, sparsifiable, p_i,
+                                             eval_fn(p_i, r.task, r.config), r.spent, dense,
+                                             units_per_example=r.task.units_per_example, devices=int(mesh.size))
+                        except Diverged as e:
+                            result = {"status": "diverged", "reason": str(e)}
+                    end_run(slot, result)
+                    fresh[slot] = alive[slot]
+            if fresh.any():
+                lane_in = stack([lane_inputs(i) for i in current])
+                params, opt_state = reinit(params, opt_state, jax.device_put(lane_in, replicated),
+                                           jax.device_put(fresh, replicated))
+                for slot in np.flatnonzero(fresh & alive):
+                    start_run(slot)
+        bar.close()
+    finally:
+        for r in runs:
+            if r.manager is not None:
+                r.manager.close()
+    if len(configs) == 1 and results[0] is not None and results[0].get("status") == "diverged":
+        raise Diverged(results[0]["reason"])
+    return results  # type: ignore[return-value]
+
+
+SPLIT_TRAIN, SPLIT_EVAL = 0, 1  # data.toy.SPLIT_IDS
+
+
+def _eval_program(task: Task, config: TrainConfig, dtype, device_data: bool = True):
+    """eval(params, task, config) -> the mean loss over the first `eval_batches` held-out batches.
+
+    Synthetic streams generate those batches inside one compiled program (the same batches at
+    every call); other streams feed them from the host.
+    """
+    device_batch = getattr(task.eval_data, "device_batch_fn", None) if device_data else None
+    loss = jax.jit(lambda p, b: task.loss_fn(p, b, rng=None, dtype=dtype))
+    if device_batch is None:
+        def evaluate(params, run_task: Task, c: TrainConfig) -> float:
+            losses = [loss(params, run_task.eval_data.batch(i, c.batch_size)) for i in range(c.eval_batches)]
+            return float(np.mean([float(x) for x in losses]))
+        return evaluate
+    make = device_batch(config.batch_size)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def mean_loss(params, seed, batches):
+        per_batch = jax.lax.map(lambda i: task.loss_fn(params, make(seed, jnp.int32(SPLIT_EVAL), i), rng=None,
+                                                       dtype=dtype), jnp.arange(batches, dtype=jnp.int32))
+        return jnp.mean(per_batch.astype(jnp.float32))
+
+    def evaluate(params, run_task: Task, c: TrainConfig) -> float:
+        return float(mean_loss(params, jnp.int32(c.seed), int(c.eval_batches)))
+    return evaluate
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, stop_after: int | None = None,
           task: Task | None = None, devices=None) -> dict:
     """Train (or resume) the run `config` in `out_dir`; return (and write) its result.
 
-    Resumes from the latest orbax checkpoint in `out_dir` if there is one. `stop_after`
-    ends the process's share of the run after that many steps in total (checkpointed,
-    status "stopped", no result.json): a later call resumes it. Raises `Diverged` if the
-    loss becomes NaN/inf (after writing result.json with status "diverged").
+    A group of one of `train_runs`. Resumes from the latest orbax checkpoint in `out_dir` if
+    there is one. `stop_after` ends the process's share of the run after that many steps in
+    total (checkpointed, status "stopped", no result.json): a later call resumes it. Raises
+    `Diverged` if the loss becomes NaN/inf (after writing result.json with status "diverged").
     """
-    from tqdm.auto import tqdm
-
-    config = config.resolved()
-    out_dir = Path(out_dir)
-    finished = _finished_result(out_dir, config)
-    if finished is not None:
-        return finished
-
-    # Everything that can reject the config (nnz too small, a mismatched --init) runs before
-    # anything is written to out_dir.
-    task = task or make_task(config)
-    tx = task.optimizer(config, task) if task.optimizer else make_optimizer(config, task)
-    dtype = DTYPES[config.dtype]
-    mesh = data_mesh(config.batch_size, devices)
-    replicated = NamedSharding(mesh, P())
-    key0 = jax.random.fold_in(jax.random.key(config.seed), 0)
-    on_mesh = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree)
-    params_shape = on_mesh(jax.eval_shape(task.init, key0))
-    opt_shape = on_mesh(jax.eval_shape(tx.init, params_shape))
-    sparsifiable = task.sparsifiable(params_shape)
-    flags = _flag_list(params_shape, sparsifiable)
-    dense = int(sum(np.prod(x.shape, dtype=np.int64) for x, f in zip(jax.tree.leaves(params_shape), flags) if f))
-    pretrained = load_params(config.init, like=params_shape) if config.init is not None else None
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(out_dir, config)
-    step_fn, eval_fn, batch_sharding = _make_step(task, tx, flags, dtype, mesh, config.seed)
-    data_per_step = config.batch_size * task.units_per_example
-    spent = Spent()
-    manager = _manager(out_dir)
-    try:
-        last = manager.latest_step()
-        if last is None:
-            # Compiled init: one program rather than one dispatch per initializer op (seconds on CPU).
-            if pretrained is None:
-                params = jax.jit(task.init, out_shardings=replicated)(key0)
-            else:
-                params = jax.device_put(pretrained, replicated)
-            opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
-        else:
-            params, opt_state, meta = _restore(manager, last, params_shape, opt_shape)
-            spent = Spent.from_dict(meta["spent"])
-            assert spent.steps == last, (spent, last)
-        _truncate_log(out_dir, spent.steps)
-
-        end = config.steps if stop_after is None else min(config.steps, int(stop_after))
-        bar = tqdm(total=config.steps, initial=spent.steps, disable=not progress, unit="step",
-                   desc=f"{config.family}/{config.preset} S={config.sparsity:g}", dynamic_ncols=True)
-        pending: list[tuple[jax.Array, jax.Array]] = []
-
-        def flush():
-            """Account the steps run since the last flush; log; stop on divergence."""
-            nonlocal spent
-            losses = []
-            for loss, nnz in pending:
-                loss, nnz = float(loss), int(np.sum(np.asarray(nnz, dtype=np.int64)))
-                if not math.isfinite(loss):
-                    _diverged(out_dir, config, spent.steps, f"training loss became {loss} at step {spent.steps + 1}")
-                spent = spent.add_step(nnz, dense, data_per_step)
-                losses.append(loss)
-            pending.clear()
-            record = {"step": spent.steps, "loss": float(np.mean(losses)), "sparsity": 1.0 - nnz / dense if dense else 0.0,
-                      "nnz": nnz, **{k: v for k, v in spent.to_dict().items() if k != "steps"}}
-            _append_log(out_dir, record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", S=f"{record['sparsity']:.3f}")
-
-        for t in range(spent.steps, end):
-            batch = jax.device_put(task.train_data.batch(t, config.batch_size), batch_sharding)
-            params, opt_state, loss, nnz = step_fn(params, opt_state, batch, jnp.asarray(t, jnp.int32))
-            pending.append((loss, nnz))
-            bar.update(1)
-            done = t + 1
-            if done % config.log_every == 0 or done == end:
-                flush()
-            if done % config.checkpoint_every == 0 or done == end:
-                if pending:
-                    flush()
-                _save(manager, done, params, opt_state, {"spent": spent.to_dict()})
-        bar.close()
-        manager.wait_until_finished()
-
-        if spent.steps < config.steps:
-            return {"status": "stopped", "steps": spent.steps, "config": config.to_dict(),
-                    "recipe_version": recipe_version(config.family)}
-
-        eval_loss = evaluate(eval_fn, task.eval_data, params, config.batch_size, config.eval_batches, batch_sharding)
-        return _finish(out_dir, config, sparsifiable, jax.device_get(params), eval_loss, spent, dense,
-                       units_per_example=task.units_per_example, devices=int(mesh.size))
-    finally:
-        manager.close()
+    return train_runs([config], [out_dir], progress=progress, stop_after=stop_after, task=task,
+                      devices=devices)[0]

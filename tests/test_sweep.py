@@ -460,70 +460,98 @@ def _cfg(**kw):
     return train.TrainConfig(**{"family": "vit", "preset": "smoke", "steps": 16, **kw})
 
 
-def test_group_plan_joins_runs_of_one_width_and_length_only(tmp_path):
+def test_group_plan_joins_runs_of_one_width_whatever_their_length_seed_or_step(tmp_path):
     from bigsparse_lib.sweep import group
 
     runs = [_cfg(nnz=6000, method="none"), _cfg(nnz=3000, sparsity=0.5), _cfg(nnz=1500, sparsity=0.75, seed=2),
             _cfg(nnz=3000, method="none"),  # another width
-            _cfg(nnz=3000, sparsity=0.5, steps=8),  # another length
+            _cfg(nnz=3000, sparsity=0.5, steps=8),  # another length: the same program
             _cfg(nnz=3000, sparsity=0.5, pattern="2:4"),  # another pattern
             _cfg(nnz=3000, sparsity=0.5, method="acdc")]  # not grouped: only GMP and dense runs are
     dirs = [tmp_path / str(i) for i in range(len(runs))]
-    assert group.plan(runs, dirs) == [[0, 1, 2], [3], [4], [5], [6]]
-    assert group.plan(runs, dirs, max_group=2) == [[0, 1], [2], [3], [4], [5], [6]]
-    # a run already checkpointed at another step trains apart from fresh ones
+    assert group.plan(runs, dirs) == [[0, 1, 2, 4], [3], [5], [6]]
+    # a run already checkpointed at another step joins too: its lane resumes it from there
     (dirs[1] / "checkpoints" / "8").mkdir(parents=True)
-    assert group.plan(runs[:3], dirs[:3]) == [[0, 2], [1]]
+    assert group.plan(runs[:3], dirs[:3]) == [[0, 1, 2]]
+    assert group.steps_left(runs[1], dirs[1]) == 8 and group.steps_left(runs[0], dirs[0]) == 16
+
+
+@pytest.mark.parametrize("work, loads", [
+    ([4, 4, 2, 2, 1, 1, 1, 1], [4, 4, 4, 4]),  # lengths L, 2L, 4L of two runs each pack into equal lanes
+    ([7, 3, 3, 1], [7, 7]),
+    ([5], [5]),
+    ([2, 2, 2], [2, 2, 2]),
+    ([4, 3, 3, 2], [3, 4, 5]),  # 3 lanes (12 / 4): the best packing has a lane of 5
+])
+def test_lanes_pack_runs_into_lanes_of_equal_work(work, loads):
+    from bigsparse_lib.sweep import group
+
+    got = group.lanes(work)
+    assert sorted(i for lane in got for i in lane) == list(range(len(work)))
+    assert sorted(sum(work[i] for i in lane) for lane in got) == loads  # no lane idles, none runs long
+    assert len(group.lanes(list(range(1, 40)), max_lanes=4)) == 4
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["vit", "t5"])
 def test_grouped_runs_equal_single_runs(family, tmp_path):
-    """A dense, a 50% and a 75% run on one width, with different seeds: the group gives each run
-    what training it alone gives (losses to float32 rounding; non-zeros, FLOPs and layer
-    sparsities exactly), and writes the single-run files."""
+    """A dense, a 50% and a 75% run on one width, with different seeds and lengths, two of them
+    sharing a lane: the group gives each run what training it alone gives (losses to 1e-5;
+    non-zeros, FLOPs and layer sparsities exactly), and writes the single-run files."""
     from bigsparse_lib import train
-    from bigsparse_lib.sweep import group
 
-    runs = [_cfg(family=family, nnz=6000, method="none"), _cfg(family=family, nnz=3000, sparsity=0.5),
-            _cfg(family=family, nnz=1500, sparsity=0.75, seed=3)]
-    grouped = group.train_group(runs, [tmp_path / "g" / str(i) for i in range(3)])
+    runs = [_cfg(family=family, nnz=6000, method="none"), _cfg(family=family, nnz=3000, sparsity=0.5, steps=8),
+            _cfg(family=family, nnz=1500, sparsity=0.75, seed=3, steps=8)]
+    dirs = [tmp_path / "g" / str(i) for i in range(3)]
+    grouped = train.train_runs(runs, dirs, lanes=[[0], [1, 2]], progress=False)
     for i, (cfg, g) in enumerate(zip(runs, grouped)):
         alone = train.train(cfg, tmp_path / "s" / str(i), progress=False)
         assert g["status"] == "ok" and g["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-5)
         for k in ("nnz", "dense_params", "data", "steps", "flops_dense", "flops_sparse", "layer_sparsity"):
             assert g[k] == alone[k], k
-        assert [r["step"] for r in train.read_log(tmp_path / "g" / str(i))] == \
-               [r["step"] for r in train.read_log(tmp_path / "s" / str(i))]
+        assert [r["step"] for r in train.read_log(dirs[i])] == [r["step"] for r in train.read_log(tmp_path / "s" / str(i))]
         # the run's own folder resumes as a finished single run
-        assert train.train(cfg, tmp_path / "g" / str(i), progress=False) == g
+        assert train.train(cfg, dirs[i], progress=False) == g
 
 
 @pytest.mark.slow
-def test_a_killed_group_resumes_grouped_or_alone(tmp_path, monkeypatch):
-    """A group killed after a checkpoint resumes from it, as a group or run by run, to the numbers
-    of a group never stopped."""
+def test_scanned_blocks_and_device_batches_equal_one_step_per_dispatch(tmp_path):
+    """K steps in one lax.scan with batches made on the device = K dispatches of one step each,
+    with batches made on the host (the engine without scan or device streams)."""
     from bigsparse_lib import train
-    from bigsparse_lib.data import toy
+
+    cfg = _cfg(nnz=3000, sparsity=0.5)
+    scanned = train.train_runs([cfg], [tmp_path / "scan"], progress=False)[0]
+    stepwise = train.train_runs([cfg], [tmp_path / "step"], progress=False, block=1, device_data=False)[0]
+    assert scanned["eval_loss"] == pytest.approx(stepwise["eval_loss"], rel=1e-6)
+    assert scanned["nnz"] == stepwise["nnz"]
+    losses = lambda d: [r["loss"] for r in train.read_log(d) if "loss" in r]  # noqa: E731
+    np.testing.assert_allclose(losses(tmp_path / "scan"), losses(tmp_path / "step"), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_group_killed_inside_a_block_resumes_grouped_or_alone(tmp_path, monkeypatch):
+    """A group killed after a checkpoint, half-way through the next scanned block, resumes from
+    that checkpoint, as a group or run by run, to the numbers of a group never stopped."""
+    from bigsparse_lib import train
     from bigsparse_lib.sweep import group
 
     runs = [_cfg(nnz=3000, sparsity=0.5, checkpoint_every=8), _cfg(nnz=1500, sparsity=0.75, checkpoint_every=8)]
     whole = group.train_group(runs, [tmp_path / "whole" / str(i) for i in range(2)])
+    real = train._append_log
 
-    real = toy.ToyViTStream.batch
-
-    def dies_at_12(self, index, batch_size):
-        if index == 12 and self.split == "train":
+    def dies_at_10(out_dir, record):  # block 8..16 ran, its results are being logged: kill
+        if record.get("step") == 10:
             raise KeyboardInterrupt("killed")
-        return real(self, index, batch_size)
+        return real(out_dir, record)
 
     for name in ("grouped", "alone"):
         dirs = [tmp_path / name / str(i) for i in range(2)]
-        monkeypatch.setattr(toy.ToyViTStream, "batch", dies_at_12)
+        monkeypatch.setattr(train, "_append_log", dies_at_10)
         with pytest.raises(KeyboardInterrupt):
             group.train_group(runs, dirs)
-        monkeypatch.setattr(toy.ToyViTStream, "batch", real)
-        assert not (dirs[0] / "result.json").exists() and group.plan(runs, dirs) == [[0, 1]]
+        monkeypatch.setattr(train, "_append_log", real)
+        assert not (dirs[0] / "result.json").exists() and group.steps_left(runs[0], dirs[0]) == 8
         if name == "grouped":
             resumed = group.train_group(runs, dirs)
             assert [r["eval_loss"] for r in resumed] == [r["eval_loss"] for r in whole]
@@ -531,6 +559,18 @@ def test_a_killed_group_resumes_grouped_or_alone(tmp_path, monkeypatch):
             resumed = [train.train(c, d, progress=False) for c, d in zip(runs, dirs)]
             assert [r["eval_loss"] for r in resumed] == pytest.approx([r["eval_loss"] for r in whole], rel=1e-5)
         assert [r["nnz"] for r in resumed] == [r["nnz"] for r in whole]
+        assert [r["step"] for r in train.read_log(dirs[0])] == [r["step"] for r in train.read_log(tmp_path / "whole" / "0")]
+
+
+def test_seeds_live_side_by_side_in_one_results_directory(tmp_path):
+    """`sweep --seed 1` on a finished directory adds its runs beside the seed-0 ones; status and
+    export show both."""
+    g0, g1 = sweep.make_grid("t5", "smoke", "main", seed=0), sweep.make_grid("t5", "smoke", "main", seed=1)
+    store, ids0 = sweep.open_store(g0, tmp_path)
+    _, ids1 = sweep.open_store(g1, tmp_path)
+    assert not set(ids0) & set(ids1)
+    assert Store(tmp_path).run_ids() == ids0 + ids1
+    assert len(sweep.status(tmp_path)["runs"]) == len(g0) + len(g1)
 
 
 @pytest.mark.slow

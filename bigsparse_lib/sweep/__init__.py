@@ -181,6 +181,7 @@ def export(results: str | Path, *, warn: Callable[[str], None] | None = None) ->
     store = Store(results)
     manifest = store.manifest()
     rows, failed, unfinished = [], [], 0
+    floors: dict[tuple, float | None] = {}
     for s in store.status():
         if s.state == "failed":
             failed.append(s)
@@ -199,6 +200,7 @@ def export(results: str | Path, *, warn: Callable[[str], None] | None = None) ->
             if k in cfg and k not in row:
                 row[k] = cfg[k]
         row["nnz_target"] = cfg.get("nnz")
+        row["irreducible_loss"] = _irreducible(floors, manifest.get("family"), cfg)
         row["run_id"] = s.run_id
         rows.append(row)
     for s in failed:
@@ -207,4 +209,25 @@ def export(results: str | Path, *, warn: Callable[[str], None] | None = None) ->
         warn(f"left out {unfinished} run(s) not finished yet; see `bigsparse sweep-status {store.root}`")
     if not rows:
         raise InputError(f"{store.root}: no finished runs to export")
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table["irreducible_loss"].isna().all():
+        table = table.drop(columns="irreducible_loss")
+    return table
+
+
+def _irreducible(cache: dict, family: str | None, cfg: dict) -> float | None:
+    """The irreducible loss of a run's data stream, if the stream knows it (the synthetic ones do:
+    `data.toy`); None for real data (C4, image folders), whose floor nobody knows."""
+    source = cfg.get("data_source")
+    preset = cfg.get("preset")
+    if source not in (None, "synthetic") or family is None or preset is None:
+        return None
+    if (family, preset) not in cache:
+        from bigsparse_lib import data
+
+        try:
+            stream = data.make(family, preset, seed=0, split="eval", source="synthetic")
+            cache[family, preset] = getattr(stream, "irreducible_loss", None)
+        except Exception:  # noqa: BLE001 -- a floor we cannot compute is simply not reported
+            cache[family, preset] = None
+    return cache[family, preset]

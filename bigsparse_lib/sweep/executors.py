@@ -95,11 +95,17 @@ def _write_outcome(store: Store, rid: str, outcome: dict, start: float, **extra)
 
 
 def run_group(results_dir: str, rids: Sequence[str]) -> Iterator[tuple[str, dict]]:
-    """Train runs of the store as one vmapped group (`sweep.group`) and record each; yields (rid, record).
+    """Train runs of the store as one compiled program (`sweep.group`) and record each as it ends;
+    yields (rid, record).
 
-    If the group as a whole fails (an exception, not a diverged run), its runs are trained
-    one at a time instead, resuming from whatever checkpoints the group wrote.
+    A run's record is written the moment its lane finishes it, so a sweep killed half-way through
+    a group keeps every run the group finished. If the group as a whole fails (an exception, not a
+    diverged run), each of its unfinished runs is recorded as an error with the cause, and the
+    exception is logged on stderr: a bug in the grouped path surfaces instead of being hidden by a
+    quiet retry one run at a time (the next `sweep` retries the failed runs).
     """
+    import sys
+
     from bigsparse_lib import train as engine
     from bigsparse_lib.sweep import group
 
@@ -108,15 +114,26 @@ def run_group(results_dir: str, rids: Sequence[str]) -> Iterator[tuple[str, dict
     for rid in rids:
         store.mark_running(rid)
     start = time.time()
+    written: dict[int, dict] = {}
+
+    def record(i: int, outcome: dict) -> None:
+        if outcome.get("status") not in (OK, DIVERGED):
+            return  # "stopped": not an outcome
+        written[i] = _write_outcome(store, rids[i], outcome, start, group=len(rids))
+
     try:
         configs = [engine.TrainConfig.from_dict(resolve_init(store, store.config(rid))) for rid in rids]
-        results = group.train_group(configs, [store.train_dir(rid) for rid in rids])
-    except Exception:  # noqa: BLE001 -- fall back to single runs, which record their own failures
-        for rid in rids:
-            yield rid, run_one(results_dir, rid)
-        return
-    for rid, outcome in zip(rids, results):
-        yield rid, _write_outcome(store, rid, outcome, start, group=len(rids))
+        group.train_group(configs, [store.train_dir(rid) for rid in rids], on_result=record)
+    except Exception as e:  # noqa: BLE001 -- recorded per run, with the cause
+        reason = f"{type(e).__name__} in a group of {len(rids)} runs: {e}"
+        print(f"bigsparse: {reason}", file=sys.stderr)
+        trace = traceback.format_exc(limit=-3)
+        for i, rid in enumerate(rids):
+            if i not in written:
+                written[i] = _write_outcome(store, rid, {"status": ERROR, "reason": reason, "traceback": trace},
+                                            start, group=len(rids))
+    for i, rid in enumerate(rids):
+        yield rid, written[i]
 
 
 def _lost(store: Store, rid: str, why: str) -> dict:

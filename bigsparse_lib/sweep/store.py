@@ -131,7 +131,11 @@ class Store:
         return store
 
     def plan(self, configs: Iterable[Mapping[str, Any]], recipe_version: str) -> list[str]:
-        """Write each run's config (once) and list the run ids in the manifest; returns the ids in order."""
+        """Write each run's config (once) and add the run ids to the manifest; returns the ids in order.
+
+        The manifest keeps every run ever planned here: a sweep of another seed (the seed is part
+        of a run's config, hence of its id) adds its runs beside the finished ones, and
+        `status` and `export` report them all."""
         ids = []
         for cfg in configs:
             rid = run_id(cfg, recipe_version)
@@ -142,8 +146,10 @@ class Store:
         if len(set(ids)) != len(ids):
             raise ValueError("the grid holds the same run twice")
         manifest = self.manifest()
-        if manifest.get("runs") != ids:
-            write_json(self.manifest_path, {**manifest, "runs": ids})
+        known = list(manifest.get("runs", []))
+        merged = known + [rid for rid in ids if rid not in set(known)]
+        if merged != known:
+            write_json(self.manifest_path, {**manifest, "runs": merged})
         return ids
 
     # ---- one run ----------------------------------------------------------------------------------
