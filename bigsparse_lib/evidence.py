@@ -101,8 +101,9 @@ def seed_means(table: pd.DataFrame) -> pd.DataFrame:
     out = g.agg(nnz=("nnz", "mean"), loss=("loss", "mean"), seeds=("seed", "nunique"),
                 lo=("loss", "min"), hi=("loss", "max")).reset_index()
     out["spread"] = out.pop("hi") - out.pop("lo")
-    if "steps" in df.columns:
-        out["steps"] = g["steps"].first().to_numpy()
+    for col in ("steps", "family"):  # what the plots label panels with
+        if col in df.columns:
+            out[col] = g[col].first().to_numpy()
     return out
 
 
@@ -292,6 +293,7 @@ class SparsityGain:
     gain_half: float  # gain(0.5) of the fitted law
     interval: tuple[float, float]  # bootstrap LEVEL interval of gain(0.5) (NaN: not measured)
     resamples: int
+    boot: F.Bootstrap | None = field(default=None, repr=False, compare=False)  # the refits (for other intervals)
 
     @property
     def beats_dense(self) -> tuple[int, int]:
@@ -363,11 +365,11 @@ def sparsity_gain(table: pd.DataFrame, law: SparseLaw | None = None, *, result: 
     law = law if law is not None else (result.law if result is not None else None)
     grid = np.asarray(law_gain(law, GAIN_GRID), float) if law is not None else np.array([])
     half = float(law_gain(law, GAIN_S)) if law is not None else float("nan")
-    interval = (float("nan"), float("nan"))
+    interval, boot = (float("nan"), float("nan")), None
     if resamples > 0 and result is not None:
         boot = F.bootstrap(result, resamples, seed=seed)
         interval = F.percentile_interval(boot.samples(lambda l: law_gain(l, GAIN_S)), LEVEL)
-    return SparsityGain(longest, pairs, pd.DataFrame(rows), grid, half, interval, resamples)
+    return SparsityGain(longest, pairs, pd.DataFrame(rows), grid, half, interval, resamples, boot)
 
 
 # ---- Noise against signal ------------------------------------------------------------------------

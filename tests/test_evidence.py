@@ -63,7 +63,7 @@ def test_exact_table_passes_every_claim(exact):
     assert ex.held_size == max(SIZES) and ex.n_held == 2 * len(SPARSITIES) * len(LENGTHS)
     assert ex.held_out.sum() == ex.n_held and ex.mean_rel_err < 1e-4
     assert rep.gain.gain_half == pytest.approx(float(gain(LAW, 0.5)), rel=1e-4)
-    assert rep.gain.interval[0] > 1
+    assert rep.gain.interval[0] > 1 and rep.gain.boot.coefs.shape == (FAST["resamples"], 7)
     assert rep.gain.beats_dense == (len(SIZES), len(SIZES))
     assert rep.noise.ratio == 0 and len(rep.noise.points) == len(SPARSITIES) * len(SIZES) * len(LENGTHS)
     assert set(rep.robust) == {1} and rep.robust[1].passed is True
@@ -278,3 +278,17 @@ def test_describe_grid_is_table1_of_the_smoke_grid():
     assert row["runs"] == len(spec.points()) * len(spec.steps)
     assert row["steps"] == ", ".join(f"{s:,}" for s in spec.steps)
     assert row["sparsities"] == ", ".join(f"{s:g}" for s in spec.sparsities) and row["seeds"] == "0"
+
+
+def test_fig2_beside_paper_draws_one_panel_per_length_in_each_row():
+    from bigsparse_lib import plots
+
+    ours = E.seed_means(table(seeds=(0, 1)))
+    released = table(lengths=LENGTHS + (8e9,))  # the paper's ViT has one length more than our grid
+    fig = plots.fig2_beside_paper(ours, released, c_ours=LAW.c, c_paper=LAW.c)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(fig.axes) == 8 and len(visible) == len(LENGTHS) + len(LENGTHS) + 1
+    for ax in visible:  # one line per sparsity, through every size, at L - c
+        assert len(ax.lines) == len(SPARSITIES) and all(len(l.get_xdata()) == len(SIZES) for l in ax.lines)
+    top = fig.axes[0].lines[0]
+    np.testing.assert_allclose(top.get_ydata(), [LAW.loss(0.0, N, 1e9) - LAW.c for N in SIZES])
