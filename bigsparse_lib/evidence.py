@@ -44,11 +44,11 @@ MIN_SIZES = 2  # a fit of eq. 3 needs N, D and S to vary, and at least as many r
 MIN_LENGTHS = 2
 MIN_SPARSITIES = 2
 
-STATUS = {True: "holds", False: "does not hold", None: "not measured"}
+STATUS = {True: "holds", False: "does not hold", None: "is not measured"}  # read after "the claim ..."
 
 
 def status(passed: bool | None) -> str:
-    """The word a chapter prints for a claim: 'holds', 'does not hold' or 'not measured'."""
+    """The words a chapter prints for a claim: 'holds', 'does not hold' or 'is not measured'."""
     return STATUS[None if passed is None else bool(passed)]
 
 
@@ -448,7 +448,7 @@ class Report:
         return None if not measured else all(measured)
 
     def claims(self) -> pd.DataFrame:
-        """One row per claim: what was measured, the threshold, and 'holds' / 'does not hold' / 'not measured'."""
+        """One row per claim: what was measured, the threshold, and `status` ('holds', 'does not hold', ...)."""
         g = self.gain
         held, compared = g.beats_dense
         rows = [

@@ -158,7 +158,7 @@ def test_one_seed_leaves_noise_and_robustness_unmeasured():
     assert E.noise(df).passed is None
     rep = E.report(df, irreducible=LAW.c, starts=16, resamples=0)
     assert rep.noise.passed is None and rep.robust_passed is None and not rep.robust
-    assert rep.claims().loc["seed spread small against size gap", "status"] == "not measured"
+    assert rep.claims().loc["seed spread small against size gap", "status"] == "is not measured"
     assert rep.passed is True  # the measured claims all hold
 
 
