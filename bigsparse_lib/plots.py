@@ -287,3 +287,23 @@ def schedule_ablation(curves: dict, *, axes=None, title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def fig2_beside_paper(ours: pd.DataFrame, published: pd.DataFrame, *, c_ours: float, c_paper: float,
+                      title_ours: str = "ours", title_paper: str = "paper (released data)"):
+    """Fig. 2 twice: the released runs (top row) above our sweep (bottom row), each L - c against N.
+
+    Rows may have different numbers of lengths; unused panels are hidden. `ours` should hold
+    one row per point (average seeds first: `evidence.seed_means`).
+    """
+    rows = [(published, c_paper, title_paper), (ours, c_ours, title_ours)]
+    ncols = max(df["data"].nunique() for df, _, _ in rows)
+    fig, axes = plt.subplots(2, ncols, figsize=(3.6 * ncols, 6.6), squeeze=False)
+    for row, (df, c, title) in zip(axes, rows):
+        n = df["data"].nunique()
+        loss_vs_nnz_by_data(df, c=c, axes=row[:n])
+        for ax in row[n:]:
+            ax.set_visible(False)
+        row[0].annotate(title, (0, 1.16), xycoords="axes fraction", fontsize=11, weight="bold")
+    fig.tight_layout()
+    return fig
