@@ -230,26 +230,50 @@ def keep_count(S, size: int):
 def topk_mask(score, k):
     """True on the k largest scores, exactly k of them; ties go to the lower flat index.
 
-    Scores must be >= 0 (magnitudes, +inf allowed). For such floats the int32 bit pattern
-    orders like the value, so the k-th largest is found by bisection on the bit pattern:
-    31 counting passes, O(31 n), instead of a sort (XLA's CPU sort of a 2.4M-entry kernel
-    takes seconds). `k` may be traced. Deterministic on every backend.
+    Scores must be >= 0 (magnitudes, +inf allowed). `k` may be traced. `topk_masks` of one
+    tensor: the same function prunes in training.
     """
-    flat = score.reshape(-1).astype(jnp.float32)
-    bits = jax.lax.bitcast_convert_type(flat, jnp.int32)
+    return topk_masks([score], [k])[0]
+
+
+def topk_masks(scores, ks):
+    """`topk_mask` of each tensor in `scores` with its own k, all in one pass.
+
+    For floats >= 0 the int32 bit pattern orders like the value, so each tensor's k-th largest
+    score is found by bisection on the bit pattern: 31 counting passes, O(31 n), instead of a
+    sort (XLA's CPU sort of a 2.4M-entry kernel takes seconds). The tensors are bisected
+    together -- one loop whose counts are segment sums over the concatenated scores -- so a
+    model with dozens of pruned kernels compiles one loop, not dozens. Deterministic on every
+    backend; ties go to the lower flat index within each tensor.
+    """
+    scores = [jnp.asarray(s).astype(jnp.float32) for s in scores]
+    n = len(scores)
+    if n == 0:
+        return []
+    sizes = [int(s.size) for s in scores]
+    bits = jax.lax.bitcast_convert_type(jnp.concatenate([s.reshape(-1) for s in scores]), jnp.int32)
+    seg = jnp.asarray(np.repeat(np.arange(n), sizes), jnp.int32)
+    k = jnp.stack([jnp.asarray(x, jnp.int32) for x in ks])
+    count = lambda flags: jax.ops.segment_sum(flags.astype(jnp.int32), seg, num_segments=n)  # noqa: E731
 
     def bisect(_, lo_hi):
-        lo, hi = lo_hi  # invariant: count(bits >= lo) >= k > count(bits >= hi)
+        lo, hi = lo_hi  # invariant per tensor: count(bits >= lo) >= k > count(bits >= hi)
         mid = lo + (hi - lo) // 2
-        enough = jnp.sum(bits >= mid) >= k
+        enough = count(bits >= mid[seg]) >= k
         return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
 
     inf_bits = 0x7F800000
-    kth, _ = jax.lax.fori_loop(0, 31, bisect, (jnp.int32(0), jnp.int32(inf_bits + 1)))
-    above = bits > kth
-    tie = bits == kth
-    room = k - jnp.sum(above)
-    return (above | (tie & (jnp.cumsum(tie) <= room))).reshape(score.shape)
+    kth, _ = jax.lax.fori_loop(0, 31, bisect, (jnp.zeros(n, jnp.int32), jnp.full(n, inf_bits + 1, jnp.int32)))
+    above = bits > kth[seg]
+    tie = bits == kth[seg]
+    room = k - count(above)
+    # rank of each tie within its own tensor: a running count restarted at each tensor's start
+    ties = jnp.cumsum(tie.astype(jnp.int32))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    before = jnp.concatenate([jnp.zeros(1, jnp.int32), ties])[jnp.asarray(starts)]
+    keep = above | (tie & (ties - before[seg] <= room[seg]))
+    offsets = np.cumsum([0] + sizes)
+    return [keep[a:b].reshape(s.shape) for a, b, s in zip(offsets[:-1], offsets[1:], scores)]
 
 
 def _nm_top(score, n: int, m: int):
@@ -282,8 +306,7 @@ def _check_sparsity(S, name: str = "sparsity"):
 def unstructured_mask(w, S):
     """Unstructured magnitude mask: keeps the round((1-S)*size) largest |w| (exact count)."""
     _check_sparsity(S)
-    score = magnitude(w)
-    return topk_mask(score, keep_count(S, score.size))
+    return mask_for(w, S)  # the rule training applies (`masks_for`)
 
 
 def nm_mask(w, S, n: int, m: int):
@@ -297,18 +320,26 @@ def nm_mask(w, S, n: int, m: int):
     _check_sparsity(S)
     if not isinstance(S, jax.core.Tracer):
         _check_nm_leaf(w.shape, float(S), n, m)
-    score = magnitude(w)
-    score = jnp.where(_nm_top(score, n, m), jnp.inf, score)
-    return topk_mask(score, keep_count(S, score.size))
+    return mask_for(w, S, f"{n}:{m}")  # the rule training applies (`masks_for`)
 
 
 def mask_for(w, S, pattern: str = "unstructured", k=None):
     """The mask rule named by `pattern`; `k` overrides the kept count (used for exact targets)."""
+    return masks_for([w], [S], pattern, [k])[0]
+
+
+def masks_for(ws, Ss, pattern: str = "unstructured", ks=None):
+    """`mask_for` of several tensors at once (one bisection loop for all: `topk_masks`). This is
+    the function the pruning wrapper calls when it moves the masks during training."""
     nm = parse_pattern(pattern)
-    score = magnitude(w)
-    if nm is not None:
-        score = jnp.where(_nm_top(score, *nm), jnp.inf, score)
-    return topk_mask(score, keep_count(S, score.size) if k is None else k)
+    scores = []
+    for w in ws:
+        score = magnitude(w)
+        if nm is not None:
+            score = jnp.where(_nm_top(score, *nm), jnp.inf, score)
+        scores.append(score)
+    ks = ks or [None] * len(ws)
+    return topk_masks(scores, [keep_count(S, sc.size) if k is None else k for S, sc, k in zip(Ss, scores, ks)])
 
 
 # ---------------------------------------------------------------- the optax wrapper
@@ -392,19 +423,23 @@ def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_target
                             inner_state=inner.init(params))
 
     def new_masks(flat_params, step):
-        out = []
         keep = flat_keep or [None] * len(flat_params)
-        for p, S, sp, k_end in zip(flat_params, flat_targets, sparse, keep):
+        ws, Ss, ks, where = [], [], [], []
+        for j, (p, S, sp, k_end) in enumerate(zip(flat_params, flat_targets, sparse, keep)):
             if not sp:
-                out.append(jnp.ones((), bool))
                 continue
             S32 = jnp.asarray(S, jnp.float32)
             S_t = config.sparsity_at_step(step, total_steps, S32)
             # The final count is computed once in float64 so the end state is exact, whatever
             # float32 rounding does to (1 - S_t) * size during the ramp.
             k_end = keep_count(S, p.size) if k_end is None else k_end
-            k = jnp.where(S_t >= S32, k_end, keep_count(S_t, p.size))
-            out.append(mask_for(p, S_t, config.pattern, k=k))
+            ws.append(p)
+            Ss.append(S_t)
+            ks.append(jnp.where(S_t >= S32, k_end, keep_count(S_t, p.size)))
+            where.append(j)
+        out = [jnp.ones((), bool)] * len(flat_params)
+        for j, m in zip(where, masks_for(ws, Ss, config.pattern, ks)):
+            out[j] = m
         return out
 
     def update_fn(updates, state, params=None):

@@ -291,3 +291,28 @@ def test_mean_density_for_flop_accounting():
     sparse_steps = 6 * 10_000 + 5_000 + 62_500
     assert PruningConfig(method="acdc").mean_density(250_000, 0.75) == pytest.approx(
         1 - 0.75 * sparse_steps / 250_000, abs=1e-12)
+
+
+def _topk_reference(score: np.ndarray, k: int) -> np.ndarray:
+    """numpy: the k largest scores, ties to the lower flat index (a stable descending sort)."""
+    order = np.lexsort((np.arange(score.size), -score.ravel()))
+    mask = np.zeros(score.size, bool)
+    mask[order[:k]] = True
+    return mask.reshape(score.shape)
+
+
+def test_topk_masks_of_many_tensors_equal_a_sort_per_tensor():
+    """The one-loop bisection over many tensors (what training runs) keeps exactly each tensor's
+    k largest scores, ties to the lower index, +inf included, k = 0 and k = size included."""
+    rng = np.random.default_rng(0)
+    for trial in range(25):
+        shapes = [tuple(int(d) for d in rng.integers(1, 9, size=rng.integers(1, 3))) for _ in range(rng.integers(1, 5))]
+        scores = [rng.integers(0, 4, size=s).astype(np.float32) for s in shapes]  # many ties
+        if trial % 3 == 0:
+            scores[0].ravel()[0] = np.inf
+        ks = [int(rng.integers(0, s.size + 1)) for s in scores]
+        got = pruning.topk_masks([jnp.asarray(s) for s in scores], ks)
+        for g, score, k in zip(got, scores, ks):
+            np.testing.assert_array_equal(np.asarray(g), _topk_reference(score, k))
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(pruning.unstructured_mask(w, 0.75)), _topk_reference(np.abs(w), 8))
