@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -171,10 +172,79 @@ def test_toy_t5_stream_format_and_purity():
     content = b["inputs"][(b["inputs"] > 1) & (b["inputs"] < first_sentinel)]
     assert content.min() >= 2
     # Reconstructed rows are language rows; sentinels descend from vocab_size - 1.
-    rng = np.random.default_rng([0, 0, 3, 16, toy._T5_TAG])
-    rows, _, again = ds._corrupt(rng, 16)
+    key = toy.stream_key(toy._T5_TAG, 0, 0, 3, 16)
+    rows, _, again = ds._corrupt_reference(ds.draws(key, 16))
     np.testing.assert_array_equal(again["inputs"], b["inputs"])
     check_span_batch(b, rows, 127, first_sentinel)
+    # Rows are phrases of the lexicon spelt out one after another (no token noise here).
+    quiet = data.make("t5", T5_SMALL, seed=0, source=dataclasses.replace(ds.spec, noise=0.0))
+    rows, _, _ = quiet._corrupt_reference(quiet.draws(key, 16))
+    lang = quiet.language
+    phrases = {tuple(lang.table[r, : lang.lengths[r]] + 2) for r in range(len(lang.lengths))}
+    for row in rows:
+        i = 0
+        while i < len(row):  # greedy parse: some phrase must match here (or be cut by the end)
+            assert any(tuple(row[i:i + len(p)]) == p[: len(row) - i] for p in phrases)
+            i += next(len(p) for p in sorted(phrases, key=len, reverse=True) if tuple(row[i:i + len(p)]) == p[: len(row) - i])
+
+
+def _stream_cases():
+    """(family, model shapes, spec) at the smoke and toy presets."""
+    from bigsparse_lib import models
+
+    return [(f, models.get_family(f).BASES[p], (toy.LANGUAGE_SPECS if f == "t5" else toy.IMAGE_SPECS)[p])
+            for f in ("t5", "vit") for p in ("smoke", "toy")]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["t5-smoke", "t5-toy", "vit-smoke", "vit-toy"])
+def test_device_batches_equal_the_host_reference(case):
+    import jax
+    import jax.numpy as jnp
+
+    family, shapes, spec = _stream_cases()[case]
+    B = 8
+    fn = jax.jit(data.make(family, shapes, seed=0, source=spec).device_batch_fn(B))  # one program for all
+    for seed, split, index in ((0, "train", 0), (3, "train", 17), (3, "eval", 17), (11, "eval", 123456)):
+        host = data.make(family, shapes, seed=seed, split=split, source=spec)
+        dev = fn(jnp.int32(seed), jnp.int32(toy.split_id(split)), jnp.int32(index))
+        ref = host.batch(index, B)
+        assert set(dev) == set(ref)
+        for k in ref:
+            assert dev[k].dtype == ref[k].dtype and dev[k].shape == ref[k].shape
+            np.testing.assert_array_equal(np.asarray(dev[k]), ref[k], err_msg=f"{family} {k} {seed} {split} {index}")
+    # vmapped over seeds (as the engine's groups are), inside a scan over indices
+    seeds = jnp.asarray([0, 3, 11], jnp.int32)
+    fn = host.device_batch_fn(B)
+
+    def body(carry, index):
+        return carry, jax.vmap(fn, in_axes=(0, None, None))(seeds, jnp.int32(0), index)
+
+    _, out = jax.jit(lambda: jax.lax.scan(body, 0, jnp.asarray([2, 5], jnp.int32)))()
+    for r, seed in enumerate((0, 3, 11)):
+        ref = data.make(family, shapes, seed=seed, split="train", source=spec)
+        for t, index in enumerate((2, 5)):
+            b = ref.batch(index, B)
+            for k in b:
+                np.testing.assert_array_equal(np.asarray(out[k][t, r]), b[k])
+
+
+def test_device_batches_are_pure_and_depend_on_every_argument():
+    import jax
+    import jax.numpy as jnp
+
+    for family, shapes, spec in _stream_cases()[::2]:
+        fn = jax.jit(data.make(family, shapes, seed=0, source=spec).device_batch_fn(4))
+        key = "inputs" if family == "t5" else "image"
+        args = (jnp.int32(1), jnp.int32(0), jnp.int32(7))
+        a = np.asarray(fn(*args)[key])
+        np.testing.assert_array_equal(a, np.asarray(fn(*args)[key]))
+        for i in range(3):
+            other = list(args)
+            other[i] = other[i] + 1
+            assert not np.array_equal(a, np.asarray(fn(*other)[key]))
+        # another batch size is another draw, not a prefix of this one
+        b = np.asarray(jax.jit(data.make(family, shapes, seed=0, source=spec).device_batch_fn(2))(*args)[key])
+        assert not np.array_equal(a[:2], b)
 
 
 def test_toy_streams_never_repeat_and_splits_are_disjoint():
@@ -206,7 +276,7 @@ def test_toy_t5_irreducible_loss_beats_a_context_free_predictor():
 
 
 def test_toy_vit_stream_and_exact_irreducible_loss():
-    spec = toy.ImageSpec(num_patterns=64, num_distractors=16, distractor_rate=0.1, label_noise=0.05, cell=4)
+    spec = toy.ImageSpec(num_patterns=64, num_distractors=16, label_rate=0.3, label_noise=0.05, cell=4)
     ds = data.make("vit", VIT_SMALL, seed=0, source=spec)
     b = ds.batch(0, 8)
     assert b["image"].shape == (8, 16, 16, 3) and b["image"].dtype == np.float32
@@ -215,8 +285,8 @@ def test_toy_vit_stream_and_exact_irreducible_loss():
     assert ds.units_per_example == 1
     eta = 0.05
     assert ds.irreducible_loss == pytest.approx(8 * (-eta * math.log(eta) - (1 - eta) * math.log(1 - eta)))
-    # Identifiability: no two motifs are positively collinear, and each cell holds at most one
-    # motif at a positive weight, so reading the cells back recovers exactly which classes are
+    # Identifiability: no two motifs are positively collinear, and each cell holds one motif
+    # at a positive weight, so reading the cells back recovers exactly which classes are
     # present (hence K*H_b(eta) is the Bayes loss).
     imgs = ds.images
     M = imgs.motifs.reshape(imgs.P + imgs.Pd, -1).astype(np.float64)
@@ -224,39 +294,33 @@ def test_toy_vit_stream_and_exact_irreducible_loss():
     cos = unit @ unit.T
     np.fill_diagonal(cos, -1.0)
     assert cos.max() < 0.99
-    n = 500
-    images, z, y = imgs.sample(np.random.default_rng(5), n)
+    n = 400
+    images, z, y = imgs.from_draws(imgs.draws(toy.stream_key(99, 0, 0, 0, n), n))
     cells = images.reshape(n, 4, 4, 4, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, 16, -1).astype(np.float64)
     z_hat = np.zeros_like(z, dtype=bool)
-    shown = 0
-    for i, j in zip(*np.nonzero(np.abs(cells).sum(axis=2) > 0)):
-        v = cells[i, j] / np.linalg.norm(cells[i, j])
-        k = int(np.argmax(unit @ v))
-        assert unit[k] @ v > 1 - 1e-5  # the cell is a positive multiple of motif k
-        weight = np.linalg.norm(cells[i, j]) / np.linalg.norm(M[k])
-        assert spec.amplitude[0] - 1e-5 <= weight <= spec.amplitude[1] + 1e-5
-        shown += 1
-        if k < imgs.P:
-            z_hat[i, imgs.pattern_class[k]] = True
+    labelled = 0
+    for i in range(n):
+        for j in range(16):
+            v = cells[i, j] / np.linalg.norm(cells[i, j])  # every cell shows a motif: never blank
+            k = int(np.argmax(unit @ v))
+            assert unit[k] @ v > 1 - 1e-5  # the cell is a positive multiple of motif k
+            weight = np.linalg.norm(cells[i, j]) / np.linalg.norm(M[k])
+            assert spec.amplitude[0] - 1e-5 <= weight <= spec.amplitude[1] + 1e-5
+            if k < imgs.P:
+                z_hat[i, k % 8] = True
+                labelled += 1
     np.testing.assert_array_equal(z_hat, z.astype(bool))
-    assert shown >= n  # every image shows at least one motif
+    # cells show labelled motifs at the spec's rate; classes are present at class_rates()
+    assert abs(labelled / (16 * n) - 0.3) < 4 * math.sqrt(0.3 * 0.7 / (16 * n))
+    rates = imgs.class_rates()
+    assert np.all(np.abs(z.mean(axis=0) - rates) < 4 * np.sqrt(rates * (1 - rates) / n) + 1e-9)
     flips = (z != y).mean()
     assert abs(flips - eta) < 4 * math.sqrt(eta * (1 - eta) / z.size)
-
-
-def test_toy_vit_crowded_images_fill_every_cell_once():
-    spec = toy.ImageSpec(num_patterns=16, num_distractors=64, distractor_rate=0.4, cell=4)  # ~26 present > 16 cells
-    imgs = toy.MotifImages(spec, 8, 16, 16, 3)
-    images, z, _ = imgs.sample(np.random.default_rng(0), 64)
-    occupied = (np.abs(images.reshape(64, 4, 4, 4, 4, 3)).sum(axis=(2, 4, 5)) > 0).sum(axis=(1, 2))
-    assert occupied.max() == 16 and (occupied >= 1).all()
-    # a full image's cells hold distinct motifs: no two cells are the same motif
-    cells = images.reshape(64, 4, 4, 4, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(64, 16, -1)
-    for img in cells[occupied == 16]:
-        unit = img / np.linalg.norm(img, axis=1, keepdims=True)
-        cos = unit @ unit.T
-        np.fill_diagonal(cos, 0.0)
-        assert cos.max() < 0.99
+    # label frequencies: the best image-blind loss, by its own formula, against the sample's
+    p = y.mean(axis=0)
+    blind = -np.mean(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1))
+    assert blind == pytest.approx(imgs.label_frequency_loss(), rel=0.05)
+    assert imgs.label_frequency_loss() > ds.irreducible_loss
 
 
 # ----------------------------------------------------------------- C4 loader

@@ -75,9 +75,16 @@ def _random_segmentation(rng: np.random.Generator, batch: int, num_items: int,
                          num_segments: int) -> np.ndarray:
     """[batch, num_segments] segment lengths, each row a uniform random composition of
     `num_items` into `num_segments` positive parts (T5's `_random_segmentation`)."""
-    # Choose num_segments-1 of the num_items-1 gaps as segment starts, uniformly.
-    keys = rng.random((batch, num_items - 1))
-    order = np.argsort(keys, axis=1)
+    return segmentation_from_keys(rng.random((batch, num_items - 1)), num_segments)
+
+
+def segmentation_from_keys(keys: np.ndarray, num_segments: int) -> np.ndarray:
+    """`_random_segmentation` from its random draws: `keys` [batch, num_items - 1] i.i.d.
+    uniform. The gaps with the num_segments-1 smallest keys (ties broken by position, a
+    stable sort) start segments, so every choice of gaps is equally likely."""
+    keys = np.asarray(keys)
+    batch, num_items = keys.shape[0], keys.shape[1] + 1
+    order = np.argsort(keys, axis=1, kind="stable")
     first = np.zeros((batch, num_items), dtype=np.int64)
     np.put_along_axis(first[:, 1:], order[:, : num_segments - 1], 1, axis=1)
     segment_id = np.cumsum(first, axis=1)
@@ -92,9 +99,21 @@ def random_spans_noise_mask(rng: np.random.Generator, batch: int, length: int,
                             mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH) -> np.ndarray:
     """Boolean [batch, length] noise masks, each row as T5's `random_spans_noise_mask`
     (without random_roll): exactly `num_noise_tokens` True in `num_noise_spans` runs."""
+    n_noise, _ = noise_counts(length, noise_density, mean_noise_span_length)
+    noise_keys = rng.random((batch, n_noise - 1))
+    nonnoise_keys = rng.random((batch, max(length, 2) - n_noise - 1))
+    return noise_mask_from_keys(noise_keys, nonnoise_keys, length, noise_density, mean_noise_span_length)
+
+
+def noise_mask_from_keys(noise_keys: np.ndarray, nonnoise_keys: np.ndarray, length: int,
+                         noise_density: float = NOISE_DENSITY,
+                         mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH) -> np.ndarray:
+    """`random_spans_noise_mask` from its draws: uniform keys [batch, num_noise - 1] and
+    [batch, length - num_noise - 1] that segment the noise and non-noise tokens."""
     n_noise, n_spans = noise_counts(length, noise_density, mean_noise_span_length)
-    noise_lengths = _random_segmentation(rng, batch, n_noise, n_spans)
-    nonnoise_lengths = _random_segmentation(rng, batch, max(length, 2) - n_noise, n_spans)
+    batch = noise_keys.shape[0]
+    noise_lengths = segmentation_from_keys(noise_keys, n_spans)
+    nonnoise_lengths = segmentation_from_keys(nonnoise_keys, n_spans)
     interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(batch, 2 * n_spans)
     # Odd-numbered runs (1, 3, ...) are noise; the run index of each position is the
     # number of run starts at or before it.
@@ -153,3 +172,50 @@ def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, vocab_size: in
         "inputs": noise_span_to_unique_sentinel(tokens, mask, top, inputs_length),
         "targets": nonnoise_span_to_unique_sentinel(tokens, mask, top, targets_length),
     }
+
+
+# ----------------------------------------------------------------- JAX twins (device batches)
+# The same functions in jax.numpy, for batches generated on the device (`toy.ToyT5Stream.
+# device_batch_fn`): pure, and jit/vmap/scan-compatible. The numpy versions above are their
+# readable references (tests/test_data.py checks equality on the same draws).
+
+
+def jax_noise_mask_from_keys(noise_keys, nonnoise_keys, length: int,
+                             noise_density: float = NOISE_DENSITY,
+                             mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH):
+    """`noise_mask_from_keys` in jax.numpy: bool [batch, length]."""
+    import jax.numpy as jnp
+
+    n_noise, n_spans = noise_counts(length, noise_density, mean_noise_span_length)
+
+    def segment_lengths(keys):
+        num_items = keys.shape[1] + 1
+        order = jnp.argsort(keys, axis=1, stable=True)[:, : n_spans - 1]
+        # gap g (0-based) starts segment at item g + 1
+        first = jnp.zeros((keys.shape[0], num_items), jnp.int32)
+        first = first.at[jnp.arange(keys.shape[0])[:, None], order + 1].set(1)
+        segment_id = jnp.cumsum(first, axis=1)
+        return (segment_id[:, :, None] == jnp.arange(n_spans)).sum(axis=1)
+
+    interleaved = jnp.stack([segment_lengths(nonnoise_keys), segment_lengths(noise_keys)],
+                            axis=2).reshape(noise_keys.shape[0], 2 * n_spans)
+    starts = jnp.cumsum(interleaved, axis=1)[:, :-1]
+    run = (starts[:, None, :] <= jnp.arange(length)[None, :, None]).sum(axis=2)
+    return run % 2 == 1
+
+
+def jax_spans_to_sentinels(tokens, mask, sentinel_top: int, out_length: int):
+    """`_spans_to_sentinels` in jax.numpy (the caller checks that the rows fit)."""
+    import jax.numpy as jnp
+
+    prev = jnp.pad(mask[:, :-1], ((0, 0), (1, 0)))
+    first = mask & ~prev
+    keep = ~(mask & prev)
+    sentinel = sentinel_top + 1 - jnp.cumsum(first, axis=1)
+    out_tokens = jnp.where(first, sentinel, tokens).astype(jnp.int32)
+    pos = jnp.where(keep, jnp.cumsum(keep, axis=1) - 1, out_length)  # dropped tokens go nowhere
+    rows = jnp.arange(tokens.shape[0])[:, None]
+    out = jnp.full((tokens.shape[0], out_length), PAD_ID, jnp.int32)
+    out = out.at[rows, pos].set(out_tokens, mode="drop")
+    n_keep = keep.sum(axis=1)
+    return out.at[jnp.arange(tokens.shape[0]), n_keep].set(EOS_ID, mode="drop")

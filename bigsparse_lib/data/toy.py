@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import math
 
+import jax
 import numpy as np
 
 from bigsparse_lib.data import span_corruption as sc
@@ -43,6 +44,23 @@ from bigsparse_lib.errors import InputError
 SPLIT_IDS = {"train": 0, "eval": 1}
 _ESTIMATE_SPLIT = 2  # a third stream, used only to estimate the irreducible loss
 _T5_TAG, _VIT_TAG = 5, 7  # keep T5 and ViT draws apart even with equal seeds
+
+
+def stream_key(tag: int, seed, split, index, batch_size):
+    """The jax.random key of one batch: key(tag) folded with seed, split id, batch index and
+    batch size in turn. Traced integers are fine (the device functions vmap over seeds).
+    Different tuples give different keys (fold_in is a hash of the key and the number), so
+    their draws are independent; the tag keeps T5 and ViT draws apart."""
+    key = jax.random.key(tag)
+    for x in (seed, split, index, batch_size):
+        key = jax.random.fold_in(key, x)
+    return key
+
+
+def _host_draws(draws_fn, key, batch_size: int) -> dict:
+    """The draws of one batch as numpy arrays (the host reference consumes the very same
+    jax.random numbers as the device function)."""
+    return {k: np.asarray(v) for k, v in jax.device_get(draws_fn(key, batch_size)).items()}
 
 
 def split_id(split: str) -> int:
@@ -121,9 +139,11 @@ class ZipfPhraseLanguage:
         rng = np.random.default_rng([spec.task_seed, 0x1A96])
         R = spec.num_phrases
         self.lengths = rng.integers(spec.min_len, spec.max_len + 1, size=R)
-        self.p = zipf(R, spec.phrase_zipf)
-        self.cdf = np.cumsum(self.p)
+        # Sampling inverts a float32 CDF (on the host and on the device alike); the
+        # likelihoods use the probabilities that CDF really has, so they stay exact.
+        self.cdf = np.cumsum(zipf(R, spec.phrase_zipf)).astype(np.float32)
         self.cdf[-1] = 1.0
+        self.p = np.diff(self.cdf.astype(np.float64), prepend=0.0)
         # Spell phrases with a Zipfian (shuffled) token distribution, as in real text.
         token_p = zipf(self.V, spec.token_zipf)[rng.permutation(self.V)]
         self.table = np.zeros((R, spec.max_len), dtype=np.int32)
@@ -137,19 +157,50 @@ class ZipfPhraseLanguage:
         self.num_states = int(self.lengths.sum())
 
     # -- sampling
-    def sample(self, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
-        """[batch, length] content-token rows (ids from first_id), each the start of a fresh stream."""
-        k = -(-length // self.spec.min_len)  # enough phrases to cover `length`
-        ids = np.searchsorted(self.cdf, rng.random((batch, k)), side="right")
-        valid = np.arange(self.spec.max_len) < self.lengths[ids][..., None]
-        tokens = self.table[ids].reshape(batch, -1)
-        valid = valid.reshape(batch, -1)
-        keep = valid & (np.cumsum(valid, axis=1) <= length)
-        rows = tokens[keep].reshape(batch, length)
-        if self.spec.noise > 0:
-            flip = rng.random((batch, length)) < self.spec.noise
-            rows = np.where(flip, rng.integers(0, self.V, size=(batch, length)), rows)
+    def phrases_per_row(self, length: int) -> int:
+        """Phrases drawn per row: enough to cover `length` tokens even if all are shortest."""
+        return -(-int(length) // self.spec.min_len)
+
+    def draws(self, key, batch: int, length: int) -> dict:
+        """The random draws of `batch` rows (jax.random, on whatever device runs it)."""
+        import jax
+
+        k_phrase, k_flip, k_token = jax.random.split(key, 3)
+        shape = (batch, int(length))
+        return {"phrase": jax.random.uniform(k_phrase, (batch, self.phrases_per_row(length))),
+                "flip": jax.random.uniform(k_flip, shape),
+                "token": jax.random.randint(k_token, shape, 0, self.V)}
+
+    def rows_from_draws(self, draws: dict, length: int) -> np.ndarray:
+        """[batch, length] content-token rows (ids from first_id), each the start of a fresh
+        stream: phrase r = the first with cdf > u (inverse-CDF sampling), phrases spelt out
+        one after another and cut at `length`, then each token replaced by draws["token"]
+        where draws["flip"] < eps. The readable reference of `jax_rows_from_draws`."""
+        u = np.asarray(draws["phrase"])
+        ids = np.searchsorted(self.cdf, u, side="right")
+        batch = u.shape[0]
+        rows = np.zeros((batch, length), np.int64)
+        for b in range(batch):
+            text = np.concatenate([self.table[r, : self.lengths[r]] for r in ids[b]])
+            rows[b] = text[:length]
+        flip = np.asarray(draws["flip"]) < self.spec.noise
+        rows = np.where(flip, np.asarray(draws["token"]), rows)
         return (rows + self.first_id).astype(np.int32)
+
+    def jax_rows_from_draws(self, draws: dict, length: int):
+        """`rows_from_draws` in jax.numpy (pure; jit/vmap/scan-compatible)."""
+        import jax.numpy as jnp
+
+        ids = jnp.searchsorted(jnp.asarray(self.cdf), draws["phrase"], side="right")
+        batch, k = ids.shape
+        tokens = jnp.asarray(self.table)[ids].reshape(batch, k * self.spec.max_len)
+        valid = (jnp.arange(self.spec.max_len) < jnp.asarray(self.lengths)[ids][..., None]).reshape(batch, -1)
+        # each valid token goes to its rank among the row's valid tokens; the rest are dropped
+        pos = jnp.where(valid, jnp.cumsum(valid, axis=1) - 1, length)
+        rows = jnp.zeros((batch, length), jnp.int32)
+        rows = rows.at[jnp.arange(batch)[:, None], pos].set(tokens, mode="drop")
+        rows = jnp.where(draws["flip"] < self.spec.noise, draws["token"], rows)
+        return (rows + self.first_id).astype(jnp.int32)
 
     # -- exact likelihoods (forward algorithm over the hidden states)
     def _step(self, a: np.ndarray) -> np.ndarray:
@@ -249,9 +300,19 @@ class ToyT5Stream:
         self.language = language(spec, num_tokens)
         self.units_per_example = self.inputs_length  # D counts input tokens (paper-data README)
 
-    def _corrupt(self, rng, batch_size):
-        rows = self.language.sample(rng, batch_size, self.tokens_length)
-        mask = sc.random_spans_noise_mask(rng, batch_size, self.tokens_length)
+    # -- the batch's random draws: jax.random under a key of (tag, seed, split, index, batch)
+    def draws(self, key, batch_size: int) -> dict:
+        L = self.tokens_length
+        k_rows, k_noise, k_nonnoise = jax.random.split(key, 3)
+        return {**self.language.draws(k_rows, batch_size, L),
+                "noise": jax.random.uniform(k_noise, (batch_size, self.num_noise - 1)),
+                "nonnoise": jax.random.uniform(k_nonnoise, (batch_size, L - self.num_noise - 1))}
+
+    def _corrupt_reference(self, draws: dict):
+        """(rows, noise mask, batch) from the draws, in numpy: the readable reference."""
+        draws = {k: np.asarray(v) for k, v in draws.items()}
+        rows = self.language.rows_from_draws(draws, self.tokens_length)
+        mask = sc.noise_mask_from_keys(draws["noise"], draws["nonnoise"], self.tokens_length)
         top = self.vocab_size - 1
         return rows, mask, {
             "inputs": sc.noise_span_to_unique_sentinel(rows, mask, top, self.inputs_length),
@@ -259,8 +320,25 @@ class ToyT5Stream:
         }
 
     def batch(self, index: int, batch_size: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self._split_id, int(index), int(batch_size), _T5_TAG])
-        return self._corrupt(rng, batch_size)[2]
+        """The host reference: the batch `device_batch_fn(batch_size)` builds on the device."""
+        key = stream_key(_T5_TAG, self.seed, self._split_id, int(index), int(batch_size))
+        return self._corrupt_reference(_host_draws(self.draws, key, int(batch_size)))[2]
+
+    def device_batch_fn(self, batch_size: int):
+        """fn(seed, split_id, index) -> {"inputs", "targets"}: this stream's batch `index` (for
+        any seed and split) built on the device with jax.numpy; pure and jit/vmap/scan-compatible.
+        Equals `batch` for the stream's own (seed, split) (tests/test_data.py)."""
+        B, L, top = int(batch_size), self.tokens_length, self.vocab_size - 1
+        lang, inputs_length, targets_length = self.language, self.inputs_length, self.targets_length
+
+        def fn(seed, split, index):
+            d = self.draws(stream_key(_T5_TAG, seed, split, index, B), B)
+            rows = lang.jax_rows_from_draws(d, L)
+            mask = sc.jax_noise_mask_from_keys(d["noise"], d["nonnoise"], L)
+            return {"inputs": sc.jax_spans_to_sentinels(rows, mask, top, inputs_length),
+                    "targets": sc.jax_spans_to_sentinels(rows, ~mask, top, targets_length)}
+
+        return fn
 
     @property
     def irreducible_loss(self) -> float:
@@ -284,8 +362,8 @@ def t5_irreducible_loss(spec: LanguageSpec, vocab_size: int, inputs_length: int,
     """
     stream = ToyT5Stream(vocab_size=vocab_size, inputs_length=inputs_length,
                          targets_length=targets_length, seed=0, spec=spec)
-    rng = np.random.default_rng([spec.task_seed, _ESTIMATE_SPLIT, _T5_TAG])
-    rows, mask, _ = stream._corrupt(rng, num_examples)
+    key = stream_key(_T5_TAG, spec.task_seed, _ESTIMATE_SPLIT, 0, num_examples)
+    rows, mask, _ = stream._corrupt_reference(_host_draws(stream.draws, key, num_examples))
     lang = stream.language
     nll = np.array([lang.log_prob_visible(r, m) - lang.log_prob(r) for r, m in zip(rows, mask)])
     per_row = stream.num_noise + stream.num_sentinels + 1
@@ -299,24 +377,27 @@ def t5_irreducible_loss(spec: LanguageSpec, vocab_size: int, inputs_length: int,
 class ImageSpec:
     """The synthetic multi-label image task's knobs (the JFT stand-in).
 
-    num_patterns: labelled motifs, dealt round-robin to the K classes, so a class has many
+    An image is a grid of cells (cell x cell pixels: the ViT's patches). Every cell shows
+    one motif, drawn independently of the other cells: a labelled motif with probability
+    `label_rate`, else a distractor.
+
+    num_patterns: P labelled motifs, dealt round-robin to the K classes, so a class has many
         looks (the "pieces of knowledge"; a model must learn each look).
-    pattern_zipf: motif i (i = 1..P) is present with probability proportional to
-        i**-pattern_zipf, scaled so that `mean_patterns` are present per image (capped at 0.5).
-    num_distractors / distractor_rate: unlabelled motifs, each present with this probability.
+    pattern_zipf: labelled motif i (i = 1..P) is drawn with probability proportional to
+        i**-pattern_zipf: the rare motifs take many examples to learn, and capacity to store.
+    label_rate: probability that a cell shows a labelled motif.
+    num_distractors: unlabelled motifs (uniform among themselves): clutter that names no class.
     label_noise: eta, each of the K labels is flipped independently with this probability.
-    cell: a motif is a cell x cell patch; the image is a grid of such cells (use the ViT's
-        patch size, so that a motif is what one patch embedding sees).
-    smoothness: std (pixels) of the Gaussian blur that makes motifs smooth fields.
-    amplitude: a present motif gets a uniform random weight in this range (> 0).
+    cell: motif size in pixels (use the ViT's patch size: one patch embedding sees a motif).
+    smoothness: std (pixels) of the Gaussian blur that makes motifs smooth fields (0: white).
+    amplitude: a shown motif gets a uniform random weight in this range (> 0).
     task_seed: fixes the motifs.
     """
 
     num_patterns: int = 256
     pattern_zipf: float = 1.1
-    mean_patterns: float = 3.0
+    label_rate: float = 0.2
     num_distractors: int = 256
-    distractor_rate: float = 0.02
     label_noise: float = 0.01
     cell: int = 8
     smoothness: float = 1.0
@@ -328,8 +409,10 @@ class ImageSpec:
             raise InputError(f"ImageSpec.label_noise must be in [0, 0.5), got {self.label_noise}")
         if not 0.0 < self.amplitude[0] <= self.amplitude[1]:
             raise InputError(f"ImageSpec.amplitude must be positive, got {self.amplitude}")
-        if self.num_patterns < 1 or self.num_distractors < 0:
-            raise InputError(f"bad ImageSpec pattern counts: {self}")
+        if self.num_patterns < 1 or self.num_distractors < 1:
+            raise InputError(f"ImageSpec needs >= 1 labelled and >= 1 distractor motif: {self}")
+        if not 0.0 < self.label_rate < 1.0:
+            raise InputError(f"ImageSpec.label_rate must be in (0, 1), got {self.label_rate}")
         if self.cell < 1:
             raise InputError(f"ImageSpec.cell must be >= 1, got {self.cell}")
         return self
@@ -337,22 +420,22 @@ class ImageSpec:
 
 IMAGE_SPECS = {
     # cell = the preset's ViT patch size (models.vit.BASES)
-    "smoke": ImageSpec(num_patterns=64, num_distractors=16, distractor_rate=0.1, cell=4),
+    "smoke": ImageSpec(num_patterns=64, num_distractors=16, cell=4),
     "toy": ImageSpec(),
     "full": ImageSpec(num_patterns=65536, num_distractors=4096, cell=16),
 }
 
 
 class MotifImages:
-    """P labelled + P_d distractor motifs (smooth random cell x cell fields of unit RMS),
-    placed at distinct, uniformly random cells of an otherwise blank image.
+    """P labelled + P_d distractor motifs (smooth random cell x cell fields of unit RMS);
+    each cell of an image shows one, drawn i.i.d. per cell, at a random positive weight.
 
-    Labelled motif i belongs to class i mod K. Classes present in an image (z) are those
-    with at least one present motif; labels are z with each entry flipped with
-    probability eta. A motif may land in any cell, so what a class looks like is
-    translation-invariant, as objects in photos are, and a ViT's shared patch embedding
-    sees each motif whole. Capacity and data both bind: telling hundreds of motifs apart
-    takes width, and the rare (Zipf-tail) motifs take many examples.
+    Labelled motif i belongs to class i mod K. Classes present in an image (z) are those of
+    its labelled motifs; labels are z with each entry flipped with probability eta. A motif
+    may land in any cell, so what a class looks like is translation-invariant, as objects in
+    photos are, and a ViT's shared patch embedding sees each motif whole. Capacity and data
+    both bind: telling hundreds of motifs apart takes width, and the rare (Zipf-tail)
+    motifs take many examples.
     """
 
     _MAX_ELEMENTS = 200_000_000
@@ -380,50 +463,75 @@ class MotifImages:
         fields = np.real(np.fft.ifft2(np.fft.fft2(noise, axes=(1, 2)) * blur, axes=(1, 2)))
         fields /= np.sqrt((fields**2).mean(axis=(1, 2, 3), keepdims=True))
         self.motifs = fields.astype(np.float32)
-        self.pattern_class = np.arange(self.P) % self.K
-        self.pattern_prob = np.minimum(zipf(self.P, spec.pattern_zipf) * spec.mean_patterns, 0.5)
-        self._by_class = np.argsort(self.pattern_class, kind="stable")
-        self._class_starts = np.searchsorted(self.pattern_class[self._by_class], np.arange(self.K))
-        self.present_prob = np.concatenate([self.pattern_prob, np.full(self.Pd, spec.distractor_rate)])
-        self._present_cdf = np.cumsum(self.present_prob) / self.present_prob.sum()
-        self._present_cdf[-1] = 1.0
+        # class of each motif; K = "no class" for distractors
+        self.motif_class = np.concatenate([np.arange(self.P) % self.K, np.full(self.Pd, self.K)]).astype(np.int32)
+        prob = np.concatenate([spec.label_rate * zipf(self.P, spec.pattern_zipf),
+                               np.full(self.Pd, (1.0 - spec.label_rate) / self.Pd)])
+        # Sampling inverts this float32 CDF on the host and on the device alike.
+        self.cdf = np.cumsum(prob).astype(np.float32)
+        self.cdf[-1] = 1.0
+        self.motif_prob = np.diff(self.cdf.astype(np.float64), prepend=0.0)
 
-    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images [B,H,W,C] float32, clean labels z [B,K], noisy labels y [B,K])."""
+    def draws(self, key, batch: int) -> dict:
+        """The random draws of `batch` images (jax.random)."""
+        k_motif, k_weight, k_flip = jax.random.split(key, 3)
         lo, hi = self.spec.amplitude
-        present = rng.random((batch, self.P + self.Pd)) < self.present_prob
-        # An image shows at least one motif: no blank (hence repeated) images.
-        blank = ~present.any(axis=1)
-        pick = np.searchsorted(self._present_cdf, rng.random(batch), side="right")
-        present[blank, pick[blank]] = True
-        # At most one motif per cell: beyond `cells` present motifs, the highest-numbered
-        # (distractors first, then the rarest labelled motifs) are left out of the image.
-        cols = np.argsort(~present, axis=1, kind="stable")[:, :self.cells]  # present motifs, in index order
-        counts = np.minimum(present.sum(axis=1), self.cells)
-        valid = np.arange(cols.shape[1]) < counts[:, None]
-        shown = np.zeros_like(present)
-        np.put_along_axis(shown, cols, valid, axis=1)
-        # A class is present if any of its shown motifs is (motifs grouped by class).
-        z = np.logical_or.reduceat(shown[:, self._by_class], self._class_starts, axis=1)
-        weight = rng.uniform(lo, hi, size=cols.shape).astype(np.float32)
-        where = np.argsort(rng.random((batch, self.cells)), axis=1)[:, :cols.shape[1]]  # distinct random cells
+        return {"motif": jax.random.uniform(k_motif, (batch, self.cells)),
+                "weight": jax.random.uniform(k_weight, (batch, self.cells), minval=lo, maxval=hi),
+                "flip": jax.random.uniform(k_flip, (batch, self.K))}
+
+    def from_draws(self, draws: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images [B,H,W,C] float32, clean labels z [B,K], noisy labels y [B,K]) from the
+        draws, one cell at a time: the readable reference of `jax_from_draws`."""
+        u, weight, flip = (np.asarray(draws[k]) for k in ("motif", "weight", "flip"))
+        batch = u.shape[0]
         c, (gh, gw), ch = self.spec.cell, self.grid, self.shape[2]
-        grid = np.zeros((batch, self.cells, c, c, ch), np.float32)
-        b, j = np.nonzero(valid)
-        grid[b, where[b, j]] = self.motifs[cols[b, j]] * weight[b, j, None, None, None]
-        images = grid.reshape(batch, gh, gw, c, c, ch).transpose(0, 1, 3, 2, 4, 5).reshape((batch,) + self.shape)
-        y = z ^ (rng.random((batch, self.K)) < self.spec.label_noise)
+        images = np.zeros((batch,) + self.shape, np.float32)
+        z = np.zeros((batch, self.K), bool)
+        for b in range(batch):
+            for j in range(self.cells):
+                m = int(np.searchsorted(self.cdf, u[b, j], side="right"))  # first motif with cdf > u
+                row, col = divmod(j, gw)
+                images[b, row * c:(row + 1) * c, col * c:(col + 1) * c] = self.motifs[m] * weight[b, j]
+                if m < self.P:
+                    z[b, self.motif_class[m]] = True
+        y = z ^ (flip < self.spec.label_noise)
         return images, z.astype(np.float32), y.astype(np.float32)
+
+    def jax_from_draws(self, draws: dict):
+        """`from_draws` in jax.numpy (pure; jit/vmap/scan-compatible): (images, z, y)."""
+        import jax.numpy as jnp
+
+        m = jnp.searchsorted(jnp.asarray(self.cdf), draws["motif"], side="right")
+        batch = m.shape[0]
+        c, (gh, gw), ch = self.spec.cell, self.grid, self.shape[2]
+        cells = jnp.asarray(self.motifs)[m] * draws["weight"][..., None, None, None]
+        images = cells.reshape(batch, gh, gw, c, c, ch).transpose(0, 1, 3, 2, 4, 5).reshape((batch,) + self.shape)
+        z = (jnp.asarray(self.motif_class)[m][..., None] == jnp.arange(self.K)).any(axis=1)
+        y = z ^ (draws["flip"] < self.spec.label_noise)
+        return images.astype(jnp.float32), z.astype(jnp.float32), y.astype(jnp.float32)
 
     @property
     def irreducible_loss(self) -> float:
-        """K * H_b(eta), exact: each cell holds at most one motif, times a weight >= amplitude[0] > 0,
+        """K * H_b(eta), exact: each cell holds one motif times a weight >= amplitude[0] > 0,
         and no two motifs are positive multiples of each other (continuous random fields;
-        `tests/test_data.py` checks), so the set of motifs shown, hence the clean labels z,
-        is a deterministic function of the image. Given z, label k is 1 with probability
-        1-eta (z_k=1) or eta (z_k=0), so the Bayes sigmoid cross-entropy, summed over the K
+        `tests/test_data.py` checks), so the motifs shown, hence the clean labels z, are a
+        deterministic function of the image. Given z, label k is 1 with probability 1-eta
+        (z_k=1) or eta (z_k=0), so the Bayes sigmoid cross-entropy, summed over the K
         classes as the ViT loss is, is K * H_b(eta) for every image."""
         return self.K * binary_entropy(self.spec.label_noise)
+
+    def class_rates(self) -> np.ndarray:
+        """P(z_k = 1) for each class k: 1 - (1 - mass of class k's motifs)^cells."""
+        mass = np.bincount(self.motif_class, weights=self.motif_prob, minlength=self.K + 1)[: self.K]
+        return 1.0 - (1.0 - mass) ** self.cells
+
+    def label_frequency_loss(self) -> float:
+        """The loss of the best predictor that ignores the image (label frequencies): the sum
+        over classes of H_b(P(y_k = 1)). The gap to `irreducible_loss` is what a model can learn."""
+        eta = self.spec.label_noise
+        r = self.class_rates()
+        return float(sum(binary_entropy(x * (1 - eta) + (1 - x) * eta) for x in r))
 
 
 @functools.lru_cache(maxsize=8)
@@ -445,9 +553,21 @@ class ToyViTStream:
         self.images = motif_images(spec, int(num_classes), int(h), int(w), int(channels))
 
     def batch(self, index: int, batch_size: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self._split_id, int(index), int(batch_size), _VIT_TAG])
-        image, _, labels = self.images.sample(rng, batch_size)
+        """The host reference: the batch `device_batch_fn(batch_size)` builds on the device."""
+        key = stream_key(_VIT_TAG, self.seed, self._split_id, int(index), int(batch_size))
+        image, _, labels = self.images.from_draws(_host_draws(self.images.draws, key, int(batch_size)))
         return {"image": image, "labels": labels}
+
+    def device_batch_fn(self, batch_size: int):
+        """fn(seed, split_id, index) -> {"image", "labels"} built on the device (pure;
+        jit/vmap/scan-compatible); equals `batch` for the stream's own (seed, split)."""
+        B, images = int(batch_size), self.images
+
+        def fn(seed, split, index):
+            image, _, labels = images.jax_from_draws(images.draws(stream_key(_VIT_TAG, seed, split, index, B), B))
+            return {"image": image, "labels": labels}
+
+        return fn
 
     @property
     def irreducible_loss(self) -> float:
