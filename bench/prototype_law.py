@@ -104,8 +104,9 @@ def train_width(family, preset, width, steps, sparsities, seeds, batch, lr, spec
                         curve=[float(x) for x in losses[:: max(1, steps // 20), r]],
                         irreducible=float(stream.irreducible_loss),
                         compile_s=t_compile, run_s=t_run, xla_flops=flops, runs_in_program=R))
+    # XLA counts a scan's body once: the step's FLOPs (all R runs) times the steps
     print(f"{family} w={width} steps={steps} R={R}: compile {t_compile:.1f}s run {t_run:.1f}s "
-          f"{flops / max(t_run, 1e-9) / 1e9:.1f} GFLOP/s (XLA count {flops:.3g}); "
+          f"{flops * steps / max(t_run, 1e-9) / 1e9:.1f} GFLOP/s (XLA body count {flops:.3g}/step); "
           f"eval {', '.join(f'{x:.3f}' for x in evals)}", flush=True)
     return out
 
