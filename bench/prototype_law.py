@@ -111,6 +111,31 @@ def train_width(family, preset, width, steps, sparsities, seeds, batch, lr, spec
     return out
 
 
+def grid_flops(family: str, preset: str = "toy", batch: int = 128) -> float:
+    """Training FLOPs of the toy main grid (`sweep.grids.MAIN`): 6 x weights x tokens per
+    example, summed over runs; a sparse run costs its DENSE width (CPU). ViT: all weights x
+    patches; T5: encoder x input tokens + (decoder + embeddings) x target tokens."""
+    import jax
+
+    from bigsparse_lib import models
+    from bigsparse_lib.sweep import grids
+
+    fam = models.get_family(family)
+    total = 0.0
+    for c in grids.make_grid(family, preset, "main"):
+        cfg = models.config_for_nnz(family, preset, c.nnz, c.sparsity)
+        if family == "vit":
+            shapes = jax.eval_shape(lambda k: fam.init(cfg, k), jax.random.key(0))
+            per_ex = 6 * sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) * cfg.num_patches
+        else:
+            d = cfg.d_model
+            enc = cfg.num_layers * (4 * d * d + 3 * d * cfg.d_ff)
+            dec = cfg.num_layers * (8 * d * d + 3 * d * cfg.d_ff)
+            per_ex = 6 * (enc * cfg.input_length + (dec + cfg.vocab_size * d) * cfg.target_length)
+        total += per_ex * batch * c.steps
+    return total
+
+
 def analyse(path, held_out=True, boot=200):
     import pandas as pd
 
@@ -190,10 +215,14 @@ def main(argv=None):
     ap.add_argument("--spec", default=None, help="JSON of spec field overrides")
     ap.add_argument("--out", default="/tmp/proto.jsonl")
     ap.add_argument("--analyse", default=None)
+    ap.add_argument("--budget", action="store_true", help="print the toy main grid's training FLOPs")
     ap.add_argument("--boot", type=int, default=200)
     a = ap.parse_args(argv)
     if a.analyse:
         return analyse(a.analyse, boot=a.boot)
+    if a.budget:
+        print(f"{a.family} {a.preset} main grid at batch {a.batch}: {grid_flops(a.family, a.preset, a.batch):.3g} FLOPs")
+        return None
     from bigsparse_lib.data import toy
 
     spec = None
