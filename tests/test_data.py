@@ -323,6 +323,20 @@ def test_toy_vit_stream_and_exact_irreducible_loss():
     assert imgs.label_frequency_loss() > ds.irreducible_loss
 
 
+@pytest.mark.parametrize("preset", ["smoke", "toy"])
+def test_vit_head_bias_starts_at_the_label_prior(preset):
+    """models.vit.BASES start the sigmoid head's bias at the task's mean prior logit (so the
+    first steps are not spent learning label frequencies); a retuned ImageSpec must move it."""
+    from bigsparse_lib import models
+
+    base = models.get_family("vit").BASES[preset]
+    ds = data.make("vit", preset, seed=0)
+    r = ds.images.class_rates()
+    p = r * (1 - ds.spec.label_noise) + (1 - r) * ds.spec.label_noise  # P(y_k = 1), written out again
+    assert ds.images.prior_logit() == pytest.approx(np.mean(np.log(p) - np.log1p(-p)))
+    assert abs(base.head_bias_init - ds.images.prior_logit()) < 0.1
+
+
 # ----------------------------------------------------------------- C4 loader
 
 WORDS = ("the of and to in is was for on that with as by at from his her an are were this which "

@@ -81,9 +81,16 @@ def test_vit_forward_shapes(vit_smoke):
     b = vit_batch(c)
     logits = apply_vit(params, b["image"], c)
     assert logits.shape == (4, c.num_classes) and logits.dtype == jnp.float32
-    # Zero-initialised head (big_vision head_zeroinit): logits = head bias = 0, so the loss is K log 2.
+    # Zero-initialised head kernel (big_vision head_zeroinit): every logit is the head bias b, so the
+    # loss is the sigmoid cross-entropy of the constant b (K log 2 at b = 0).
     loss, _ = loss_and_grad("vit", c)(params, b)
-    assert float(loss) == pytest.approx(c.num_classes * math.log(2.0), rel=1e-6)
+    bias = c.head_bias_init
+    y = np.asarray(b["labels"], np.float64)
+    want = np.mean(np.sum(y * math.log1p(math.exp(-bias)) + (1 - y) * math.log1p(math.exp(bias)), axis=1))
+    assert float(loss) == pytest.approx(want, rel=1e-6)
+    zero = dataclasses.replace(c, head_bias_init=0.0)
+    loss0, _ = loss_and_grad("vit", zero)(vit.init(zero, jax.random.key(0)), b)
+    assert float(loss0) == pytest.approx(c.num_classes * math.log(2.0), rel=1e-6)
 
 
 def test_t5_forward_shapes(t5_smoke):

@@ -183,6 +183,25 @@ def test_nm_grid_widths_split_into_groups_of_m(preset):
         assert abs(math.log(c.nnz / nearest)) < math.log(1.5)
 
 
+@pytest.mark.parametrize("family", ["vit", "t5"])
+def test_toy_main_grid_meets_issue_11_shape(family):
+    """>= 4 sizes and >= 3 lengths in 2x steps, S in {0, .5, .75, .875}, a second seed at some sizes
+    (every S and length there), and the sweep's seed offsets the extra seeds."""
+    spec = grids.MAIN[family, "toy"]
+    assert len(spec.sizes) >= 4 and len(spec.steps) >= 3
+    assert all(b == 2 * a for a, b in zip(spec.sizes, spec.sizes[1:]))
+    assert all(b == 2 * a for a, b in zip(spec.steps, spec.steps[1:]))
+    assert set(spec.sparsities) == {0.0, 0.5, 0.75, 0.875}
+    runs = sweep.make_grid(family, "toy", "main", seed=5)
+    base = [c for c in runs if c.seed == 5]
+    extra = [c for c in runs if c.seed != 5]
+    assert len(base) == len(spec.sizes) * len(spec.steps) * 4
+    assert {c.seed for c in extra} == {5 + k for k in spec.extra_seeds}
+    assert {(c.nnz, c.sparsity, c.steps) for c in extra} == {
+        (c.nnz, c.sparsity, c.steps) for c in base if c.nnz in {spec.sizes[k] for k in spec.seed_sizes}}
+    assert len(extra) == len(spec.seed_sizes) * len(spec.steps) * 4 * len(spec.extra_seeds) > 0
+
+
 def test_pretrained_grid_structure():
     grid = sweep.make_grid("vit", "full", "pretrained")
     spec = grids.PRETRAINED["vit", "full"]
@@ -215,7 +234,7 @@ def test_small_grids_build_valid_models(family, preset):
         grid = sweep.make_grid(family, preset, name)
         for c in grid:
             models.config_for_nnz(family, preset, c.nnz, c.sparsity)  # raises if too small
-        assert len({(c.nnz, c.sparsity, c.steps, c.init) for c in grid}) == len(grid)
+        assert len({(c.nnz, c.sparsity, c.steps, c.init, c.seed) for c in grid}) == len(grid)
     main = sweep.make_grid(family, preset, "main")
     assert {c.sparsity for c in main} >= {0.0, 0.5}
     assert len({c.steps for c in main}) >= 2 and len({c.nnz for c in main if c.sparsity == 0}) >= 2

@@ -9,6 +9,11 @@ streams are disjoint. Batches:
   (noise density 0.15, mean span 3), 0 = pad, 1 = EOS, sentinels counting down from
   the top id of the vocabulary.
 
+The synthetic streams (`toy.ToyT5Stream`, `toy.ToyViTStream`) also have
+`device_batch_fn(batch_size)`: a pure jax function fn(seed, split_id, index) -> batch that builds
+the same batch on the device (jit/vmap/scan-compatible; `batch` is its host reference). Real data
+(C4, image folders) stays on the host: callers check `hasattr(stream, "device_batch_fn")`.
+
 `units_per_example` is what one example adds to D: 1 image (ViT) or L_in input tokens
 (T5; the released data define D = steps * 128 * 512). `irreducible_loss` is the
 Bayes loss of the stream when it is known (synthetic streams) and None for real data.

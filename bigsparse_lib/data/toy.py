@@ -526,6 +526,15 @@ class MotifImages:
         mass = np.bincount(self.motif_class, weights=self.motif_prob, minlength=self.K + 1)[: self.K]
         return 1.0 - (1.0 - mass) ** self.cells
 
+    def prior_logit(self) -> float:
+        """The mean over classes of logit P(y_k = 1): where a sigmoid head's bias should start
+        (big_vision's `init_head_bias`; models.vit.BASES), so that the first steps do not go
+        into learning label frequencies."""
+        eta = self.spec.label_noise
+        r = self.class_rates()
+        p = r * (1 - eta) + (1 - r) * eta
+        return float(np.mean(np.log(p / (1 - p))))
+
     def label_frequency_loss(self) -> float:
         """The loss of the best predictor that ignores the image (label frequencies): the sum
         over classes of H_b(P(y_k = 1)). The gap to `irreducible_loss` is what a model can learn."""

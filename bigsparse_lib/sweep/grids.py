@@ -48,6 +48,10 @@ class MainSpec:
     # sparsity -> indices of the sizes it is run at; None = every size at every sparsity
     pairs: tuple[tuple[float, tuple[int, ...]], ...] | None = None
     paper_units: bool = False  # sizes in the released data's nominal N (see `to_exact`)
+    # extra seeds (offsets added to the sweep's seed) run at these size indices, every S and
+    # length: the run-to-run noise the chapters compare with the effect of size (issue 11)
+    extra_seeds: tuple[int, ...] = ()
+    seed_sizes: tuple[int, ...] = ()
 
     def points(self) -> list[tuple[int, float]]:
         """(N, S) pairs in a stable order: by sparsity, then size."""
@@ -112,12 +116,15 @@ T5_FULL = MainSpec(
 )
 
 # ---- toy and smoke: the same structure at CPU sizes -----------------------------------------------
-# Sizes are non-zeros of the tiny presets' backbones (models.BASES["toy"/"smoke"]); lengths are
-# chosen so that both families' toy main sweeps together take <= 20 minutes on 2 CPU cores.
-# A toy run costs ~8 s of compilation plus ~0.03 s (ViT) / ~0.1 s (T5) a step on this machine,
-# so the toy grids keep Table 1's shape with fewer sizes: 3 x 3 x 4 = 36 ViT and 2 x 3 x 4 = 24 T5 runs.
-VIT_TOY = MainSpec(sizes=_geometric(6_000, 2, 3), steps=(100, 200, 400), sparsities=(0.0, 0.5, 0.75, 0.875))
-T5_TOY = MainSpec(sizes=_geometric(6_000, 4, 2), steps=(100, 200, 400), sparsities=(0.0, 0.5, 0.75, 0.875))
+# Sizes are non-zeros of the tiny presets' backbones (models.BASES["toy"/"smoke"]). Toy grids
+# (issue 11): 4 sizes and 3 lengths in 2x steps, S in {0, .5, .75, .875}, a second seed at the two
+# smallest sizes: 48 + 24 runs per family, on 7 dense widths (16 ... 126). Their training FLOPs
+# (6 x all weights x tokens, sparse runs at their dense width) are ~4e13 per family, ~7 minutes
+# at ~100 GFLOP/s; with train.PRESETS' toy batch (ViT 128 images, T5 32 rows of 64 tokens).
+VIT_TOY = MainSpec(sizes=_geometric(6_000, 2, 4), steps=(250, 500, 1000), sparsities=(0.0, 0.5, 0.75, 0.875),
+                   extra_seeds=(1,), seed_sizes=(0, 1))
+T5_TOY = MainSpec(sizes=_geometric(14_000, 2, 4), steps=(200, 400, 800), sparsities=(0.0, 0.5, 0.75, 0.875),
+                  extra_seeds=(1,), seed_sizes=(0, 1))
 VIT_SMOKE = MainSpec(sizes=_geometric(3_000, 2, 2), steps=(8, 16), sparsities=(0.0, 0.5))
 T5_SMOKE = MainSpec(sizes=_geometric(3_000, 4, 2), steps=(8, 16), sparsities=(0.0, 0.5))
 
@@ -200,10 +207,12 @@ def main_grid(family: str, preset: str, *, seed: int = 0) -> Grid:
     _check(family, preset, "main")
     spec = MAIN[family, preset]
     size = (lambda N: to_exact(family, N)) if spec.paper_units else int
+    extra = {spec.sizes[k] for k in spec.seed_sizes}
     runs = tuple(
-        _config(family, preset, nnz=size(N), sparsity=S, steps=steps, seed=seed,
+        _config(family, preset, nnz=size(N), sparsity=S, steps=steps, seed=seed + offset,
                 method="gmp" if S > 0 else "none")
-        for steps in spec.steps for N, S in spec.points()
+        for offset in (0,) + tuple(spec.extra_seeds) for steps in spec.steps for N, S in spec.points()
+        if offset == 0 or N in extra
     )
     return Grid(family, preset, "main", runs)
 
