@@ -41,8 +41,10 @@ from bigsparse_lib.schedule import GradualSchedule
 
 # Per family: bump whenever a change alters the numbers that family's runs produce (the sweep
 # store keys runs on it, so old results are never reused). ViT 2: toy images became motifs in
-# patch-sized cells (`data.toy.MotifImages`), toy learning rate 1e-2.
-RECIPE_VERSIONS = {"t5": "1", "vit": "2"}
+# patch-sized cells (`data.toy.MotifImages`), toy learning rate 1e-2. T5 2 / ViT 3: the engine of
+# `train_runs` (batches generated on the device from jax.random draws, schedules as traced data,
+# masks on every sparsifiable kernel), the ViT head bias started at the task's prior logit.
+RECIPE_VERSIONS = {"t5": "2", "vit": "3"}
 
 
 def recipe_version(family: str) -> str:
