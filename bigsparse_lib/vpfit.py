@@ -123,6 +123,12 @@ class Eq3(Form):
     box = ((0.0, 3.0), (0.05, 1.5), (0.05, 1.5))
     description = "eq. 3 (Frantar et al., 2024)"
 
+    def check(self, table):
+        lv = np.unique(np.asarray(table["sparsity"], dtype=np.float64))
+        if lv.size < 2:
+            raise InputError(f"form 'eq3' needs at least two sparsity levels (b_S is not identified by one); the "
+                             f"table has only sparsity {lv[0]:g} (use --form dense, or --dense for S = 0 runs)")
+
     def n_linear(self, feats):
         return 4
 
