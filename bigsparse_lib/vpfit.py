@@ -559,3 +559,17 @@ def to_fit_result(gf: GridFit, table, *, maxiter: int = 200):
     return F.FitResult(law=polished, objective=obj, n_points=problem.n_points, starts=1, converged_to_best=1,
                        fixed={}, delta=gf.delta, log=gf.log, rtol=F.BEST_RTOL, start_objectives=np.array([obj]),
                        problem=problem, theta=np.asarray(x[0]))
+
+
+def near_optimal(gf: GridFit, table, factor: float = 1.05) -> list[dict]:
+    """Coefficients (table units) of every grid cell whose profile objective is within `factor` of the best optimum.
+
+    The cells of nearly equal fit: how far a derived quantity (a gain, an onset) can move
+    without the data objecting, to the grid's resolution. The refined optima are included.
+    """
+    thetas = np.stack(np.meshgrid(*gf.axes, indexing="ij"), axis=-1).reshape(-1, len(gf.axes))
+    keep = gf.grid.ravel() <= factor * gf.objective
+    f, w = profile(gf.form, thetas[keep], table, delta=gf.delta, log=gf.log) if keep.any() else ([], [])
+    feats = gf.form.features(table)
+    out = [{"objective": float(fi), **gf.form.coefs(th, wi, feats)} for th, fi, wi in zip(thetas[keep], f, w)]
+    return out + [{"objective": o.objective, **o.coefs} for o in gf.optima if o.objective <= factor * gf.objective]
