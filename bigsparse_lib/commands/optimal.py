@@ -2,9 +2,14 @@
 
     bigsparse optimal (--preset t5|vit | --coefs FILE.json) --nnz N --compute C [--cost sparse|dense] [--json]
     bigsparse optimal (--preset t5|vit | --coefs FILE.json) --onset S [--cost sparse|dense] [--json]
+    bigsparse optimal --data FILE.csv [--bootstrap B] ...   (fits eq. 3 to the table: the certified fit)
+
+With --data and --bootstrap B, the answer also carries a 95% percentile interval (key
+`interval`) over B bootstrap refits of eq. 3 (`bigsparse_lib/bands.py`).
 """
 from __future__ import annotations
 
+import argparse
 import math
 
 from bigsparse_lib import optimal
@@ -22,6 +27,15 @@ def register(sub) -> None:
         "the dense compute-optimal (Chinchilla) budget, at the same N, beyond which S_opt exceeds S.",
     )
     add_law_source(p)
+    source = [a for a in p._mutually_exclusive_groups if any(o.dest == "preset" for o in a._group_actions)][0]
+    source.add_argument("--data", metavar="FILE.csv",
+                        help="a tidy table (sparsity, nnz, data, loss): fit eq. 3 to it (certified grid fit) and use that law")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="with --data: B bootstrap refits for a 95%% interval (key 'interval')")
+    p.add_argument("--delta", type=float, default=1e-3, help="with --data: Huber delta of the fit (default 0.001)")
+    p.add_argument("--log", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --data: Huber loss on log L (default) or on L (--no-log)")
+    p.add_argument("--seed", type=int, default=0, help="with --data: bootstrap seed (default 0)")
     p.add_argument("--nnz", type=float, metavar="N", help="non-zero parameters N (units of the law, e.g. 1e8)")
     p.add_argument("--compute", type=float, metavar="C",
                    help="training budget C = 6 N D c_mul(S) in FLOPs (D in the law's units: tokens for T5, "
@@ -52,9 +66,38 @@ def _check_args(args) -> None:
     positive(args.compute, "--compute")
 
 
+def _law_and_boot(args):
+    """The law of --preset/--coefs, or eq. 3 fitted to --data (with its bootstrap when --bootstrap B)."""
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap must be 0 (none) or positive, got {args.bootstrap}")
+    if not args.data:
+        if args.bootstrap:
+            raise InputError("--bootstrap needs --data FILE.csv (an interval needs the data behind the law)")
+        return sparse_law_from_args(args), None
+    from bigsparse_lib import fit as F
+    from bigsparse_lib import vpfit
+    from bigsparse_lib.law import SparseLaw
+    from bigsparse_lib.table import read_tidy_csv
+
+    positive(args.delta, "--delta")
+    table = read_tidy_csv(args.data)
+    gf = vpfit.certified_fit(table, vpfit.EQ3, delta=args.delta, log=args.log)
+    if not args.bootstrap:
+        return SparseLaw.from_dict(gf.coefs), None
+    result = vpfit.to_fit_result(gf, table)
+    return result.law, F.bootstrap(result, args.bootstrap, seed=args.seed)
+
+
+def _interval(samples) -> list | None:
+    from bigsparse_lib.fit import percentile_interval
+
+    lo, hi = percentile_interval(samples)
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+
+
 def run(args) -> int:
     _check_args(args)
-    law = sparse_law_from_args(args)
+    law, boot = _law_and_boot(args)
     if args.onset is not None:
         try:
             k = float(optimal.chinchilla_multiple(law, args.onset, args.cost))
@@ -62,12 +105,30 @@ def run(args) -> int:
             raise InputError(f"--onset: {e}") from None
         if not math.isfinite(k):
             raise InputError(f"--onset: the law gives no finite Chinchilla multiple for S = {args.onset}")
-        emit(args, {"chinchilla_multiple": k},
+        out = {"chinchilla_multiple": k}
+        if boot is not None:
+            from bigsparse_lib import bands
+
+            out["interval"] = _interval(bands.onset_samples(boot, args.onset, args.cost))
+        emit(args, out,
              lambda r: f"S = {args.onset:g} becomes optimal beyond {r['chinchilla_multiple']:.4g}x the "
-             f"Chinchilla-optimal compute at the same N ({args.cost} costs)")
+             f"Chinchilla-optimal compute at the same N ({args.cost} costs)" + _ci(r))
         return 0
     S = float(optimal.s_opt(law, args.nnz, args.compute, args.cost))
-    emit(args, {"sparsity": S},
+    out = {"sparsity": S}
+    if boot is not None:
+        from bigsparse_lib import bands
+
+        out["interval"] = _interval(bands._each(boot, lambda l: optimal.s_opt(l, args.nnz, args.compute, args.cost)))
+    emit(args, out,
          lambda r: f"S_opt = {r['sparsity']:.4f} for N = {args.nnz:g} non-zeros and C = {args.compute:g} FLOPs "
-         f"({args.cost} costs)")
+         f"({args.cost} costs)" + _ci(r))
     return 0
+
+
+def _ci(r) -> str:
+    if "interval" not in r:
+        return ""
+    if r["interval"] is None:
+        return "; 95% interval: undefined (too few usable bootstrap refits)"
+    return f"; 95% bootstrap interval [{r['interval'][0]:.4g}, {r['interval'][1]:.4g}]"
