@@ -3,6 +3,9 @@
 Prints the best coefficients over many seeded starts (table units, as in Table 7), the
 mean Huber loss, how many starts reached the best optimum, and with --bootstrap B 95%
 percentile intervals for the coefficients, the gains of Table 2, the onset and --predict points.
+Each --predict point also gets its distance outside the data (log N, log D) and, with
+--bootstrap, a second interval that adds the law's own extrapolation error, measured by
+refitting with each size and each length held out (`bigsparse_lib.extrapolation`).
 """
 from __future__ import annotations
 
@@ -98,12 +101,34 @@ def run(args: argparse.Namespace) -> int:
     out["intervals"] = ({k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in F.intervals(boot).items()}
                         if boot is not None else {})
     out["derived"] = {k: _finite_or_none(fn(result.law)) for k, fn in F.derived(result.law).items()}
-    out["predictions"] = [{k: _finite_or_none(v) for k, v in row.items()}
-                          for row in F.predictions(result.law, points, boot)]
+    out["predictions"] = _predictions(F, result, boot, points, args)
     out["settings"] = {"delta": args.delta, "log": args.log, "dense": args.dense, "seed": args.seed,
                        "fixed": fix, "bootstrap": args.bootstrap, "best_rtol": F.BEST_RTOL}
     emit(args, out, _text)
     return 0
+
+
+def _predictions(F, result, boot, points, args) -> list[dict]:
+    """Each point: loss, the bootstrap interval (lo, hi), and with --bootstrap the extrapolation interval
+    (`bigsparse_lib.extrapolation`: held-out sizes and lengths, B resamples each) and the distance outside."""
+    from bigsparse_lib import extrapolation as X
+
+    rows = [{k: _finite_or_none(v) for k, v in row.items()} for row in F.predictions(result.law, points, boot)]
+    if not points:
+        return rows
+    S, N, D = (list(v) for v in zip(*points))
+    _, data_N, data_D, _ = X.columns(result.problem)
+    d_N, d_D = X.outside(N, D, data_N, data_D)
+    ext = None
+    if boot is not None:
+        held = X.held_out(result, starts=min(X.FOLD_STARTS, args.starts), resamples=args.bootstrap, seed=args.seed)
+        model = X.error_model(held)
+        ext = X.predictions(result, boot, model, S, N, D).frame
+    for i, row in enumerate(rows):
+        row["outside"] = {"log_N": float(d_N[i]), "log_D": float(d_D[i])}
+        row["extrapolation"] = ([_finite_or_none(ext.ext_lo[i]), _finite_or_none(ext.ext_hi[i])]
+                                if ext is not None else [None, None])
+    return rows
 
 
 def _text(r: dict) -> str:
@@ -132,10 +157,18 @@ def _text(r: dict) -> str:
         for name, value in r["derived"].items():
             lines.append(row(name, value))
     if r["predictions"]:
-        lines += ["", f"{'sparsity':>8} {'nnz':>12} {'data':>12} {'loss':>10}   95% interval"]
+        lines += ["", f"{'sparsity':>8} {'nnz':>12} {'data':>12} {'loss':>10}   {'outside (log N, log D)':>22}"
+                      f"   {'95% parameters only':>21}   95% with extrapolation error"]
         for p in r["predictions"]:
             ci = f"[{_g(p['lo'])}, {_g(p['hi'])}]" if p["lo"] is not None or p["hi"] is not None else "-"
-            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {p['loss']:>10.6g}   {ci}")
+            ext = p.get("extrapolation")
+            ei = f"[{_g(ext[0])}, {_g(ext[1])}]" if p["lo"] is not None else "-"
+            out = f"{p['outside']['log_N']:.2f}, {p['outside']['log_D']:.2f}"
+            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {p['loss']:>10.6g}   {out:>22}"
+                         f"   {ci:>21}   {ei}")
+        if r["settings"]["bootstrap"]:
+            lines.append("(extrapolation: the bootstrap interval widened by the error of refits with each size and "
+                         "length held out, grown with the distance outside the data; nan: no held-out test along that axis)")
     return "\n".join(lines)
 
 
