@@ -109,6 +109,25 @@ def test_held_out_folds_distances_and_exact_law(exact):
     assert len(cov) == 60 and cov.extrap.all()
 
 
+def test_plots_of_held_out_errors_and_bands(exact):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bigsparse_lib import plots
+
+    result, held = exact
+    model = X.ErrorModel(k_N=0.02, k_D=float("nan"), level=0.95, runs=(24, 0), folds=(2, 0))
+    ax = plots.held_out_errors(held, model).axes[0]
+    (line,) = ax.get_lines()  # q = k_N d for sizes; no line for the untested D axis
+    np.testing.assert_allclose(line.get_ydata(), 0.02 * line.get_xdata())
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == 60
+    boot = F.bootstrap(result, 8, seed=0)
+    frame = X.predictions(result, boot, model, np.full(3, 0.5), [1e8, 2e8, 4e8], np.full(3, 1e10)).frame
+    ax = plots.extrapolation_bands(sweep(), {"fit": frame}, S=0.5, D=1e10).axes[0]
+    assert len(ax.get_lines()) == 2 and len(ax.collections) == 3  # curve, edge of data; two bands, the runs
+    assert len(ax.collections[2].get_offsets()) == 5  # the five sizes at S = 0.5, D = 1e10
+
+
 def test_held_out_measures_curvature_that_eq3_lacks():
     result = F.fit(sweep(gamma=0.03), starts=32, seed=0)
     held = X.held_out(result, starts=7, resamples=20, seed=0)
