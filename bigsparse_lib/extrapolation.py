@@ -32,9 +32,12 @@ the data themselves and widens the bootstrap interval by it.
    Inside the data's range (d = 0) the interval is the bootstrap interval; outside it
    widens in proportion to distance.
 
+   For the loss one run will measure, add the full fit's scatter z sigma in quadrature too
+   (`predictions` gives both): a single run scatters around the curve, inside the data too.
+
 Assumptions, stated because the data cannot check them all:
-- The target is the expected loss at (S, N, D), the curve the law describes. Run-to-run
-  scatter (sigma) is taken out of the scores, not added to the interval.
+- The extrapolation interval is for the expected loss at (S, N, D), the curve the law
+  describes; run-to-run scatter is taken out of the scores and only the run interval adds it.
 - The error of a fit at distance d beyond its data does not depend on where the data end:
   a refit on fewer sizes, extrapolating one grid step, stands for the full fit
   extrapolating d. (Refits see a narrower range, so this errs on the wide side.)
@@ -268,9 +271,10 @@ def scores(runs: pd.DataFrame, level: float = LEVEL) -> np.ndarray:
 
 
 def _z(level: float) -> float:
-    from scipy.stats import norm
+    """The two-sided normal quantile of `level` (1.96 for 0.95)."""
+    from statistics import NormalDist
 
-    return float(norm.ppf(0.5 + level / 2))
+    return NormalDist().inv_cdf(0.5 + level / 2)
 
 
 def quantile(s, level: float = LEVEL) -> float:
@@ -302,10 +306,14 @@ def error_model(held: HeldOut, level: float = LEVEL, exclude_fold: int | None = 
 # --------------------------------------------------------------------------------------
 # Intervals
 # --------------------------------------------------------------------------------------
-def interval(pred, lo, hi, d_N, d_D, model: ErrorModel) -> tuple[np.ndarray, np.ndarray]:
-    """The extrapolation interval: each half of [lo, hi] around pred, in log units, in quadrature with q(d)."""
+def interval(pred, lo, hi, d_N, d_D, model: ErrorModel, scatter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The extrapolation interval: each half of [lo, hi] around pred, in log units, in quadrature with q(d).
+
+    `scatter` (log units, e.g. z sigma) is added in quadrature too: the interval for one
+    run's measured loss rather than for the law's curve.
+    """
     pred, lo, hi = (np.asarray(v, float) for v in (pred, lo, hi))
-    q = model.q(d_N, d_D)
+    q = np.hypot(model.q(d_N, d_D), scatter)
     b_lo = np.maximum(0.0, np.log(pred / lo))
     b_hi = np.maximum(0.0, np.log(hi / pred))
     return pred * np.exp(-np.hypot(b_lo, q)), pred * np.exp(np.hypot(b_hi, q))
@@ -323,21 +331,29 @@ def bootstrap_interval(boot: F.Bootstrap, S, N, D, level: float = LEVEL) -> tupl
 class Prediction:
     """Predicted loss at points, with the parameter-only and the extrapolation interval."""
 
-    frame: pd.DataFrame  # sparsity, nnz, data, loss, lo, hi, ext_lo, ext_hi, d_N, d_D
+    frame: pd.DataFrame  # sparsity, nnz, data, loss, lo, hi, ext_lo, ext_hi, run_lo, run_hi, d_N, d_D
     model: ErrorModel
+    sigma: float  # the full fit's in-sample scatter (log units), behind run_lo, run_hi
 
 
 def predictions(result: F.FitResult, boot: F.Bootstrap, model: ErrorModel, S, N, D,
                 level: float = LEVEL) -> Prediction:
-    """The full-data fit's predictions at (S, N, D), the bootstrap interval, and the extrapolation interval."""
+    """The full-data fit's predictions at (S, N, D): the bootstrap interval (lo, hi), the
+    extrapolation interval for the law's curve (ext_lo, ext_hi), and the same for one run's
+    measured loss (run_lo, run_hi: plus the fit's in-sample scatter z sigma in quadrature,
+    which a single run shows around the curve, inside the data as well as outside).
+    """
     S, N, D = (np.atleast_1d(np.asarray(v, float)) for v in (S, N, D))
-    _, data_N, data_D, _ = columns(result.problem)
+    data_S, data_N, data_D, data_L = columns(result.problem)
     pred = np.asarray(predict(result.law, S, N, D), float)
     lo, hi = bootstrap_interval(boot, S, N, D, level)
     d_N, d_D = outside(N, D, data_N, data_D)
     ext_lo, ext_hi = interval(pred, lo, hi, d_N, d_D, model)
+    sigma = _scatter(F.residuals(result.law, data_S, data_N, data_D, data_L, log=True), result.problem.model.n_free)
+    run_lo, run_hi = interval(pred, lo, hi, d_N, d_D, model, scatter=_z(level) * sigma)
     return Prediction(pd.DataFrame({"sparsity": S, "nnz": N, "data": D, "loss": pred, "lo": lo, "hi": hi,
-                                    "ext_lo": ext_lo, "ext_hi": ext_hi, "d_N": d_N, "d_D": d_D}), model)
+                                    "ext_lo": ext_lo, "ext_hi": ext_hi, "run_lo": run_lo, "run_hi": run_hi,
+                                    "d_N": d_N, "d_D": d_D}), model, sigma)
 
 
 def extrapolate(result: F.FitResult, S, N, D, *, resamples: int = RESAMPLES, starts: int = FOLD_STARTS,

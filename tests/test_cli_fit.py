@@ -44,7 +44,8 @@ def test_json_contract(tmp_path, capsys):
         lo, hi = out["intervals"][name]
         assert lo <= hi
     p, far, long = out["predictions"]
-    assert set(p) == {"sparsity", "nnz", "data", "loss", "lo", "hi", "extrapolation", "outside"}
+    assert set(p) == {"sparsity", "nnz", "data", "loss", "lo", "hi", "extrapolation", "outside", "run"}
+    assert p["run"][0] < p["lo"] and p["hi"] < p["run"][1]  # one run scatters around the curve
     assert p["loss"] == pytest.approx(float(SparseLaw.from_dict(out["coefs"]).loss(0.5, 1e7, 1e10)), rel=1e-12)
     assert p["lo"] <= p["loss"] <= p["hi"]
     # inside the grid (N 1e6..1e8, D 1e9..1e11) the extrapolation interval is the bootstrap's
@@ -64,7 +65,7 @@ def test_json_contract(tmp_path, capsys):
 def test_predict_without_bootstrap_reports_distance_only(tmp_path, capsys):
     csv = write_grid(tmp_path / "sweep.csv")
     (p,) = run_json(["fit", str(csv), "--starts", "8", "--predict", "0.5,1e7,1e12"], capsys)["predictions"]
-    assert p["lo"] is None and p["extrapolation"] == [None, None]
+    assert p["lo"] is None and p["extrapolation"] == [None, None] and p["run"] == [None, None]
     assert p["outside"] == {"log_N": 0.0, "log_D": pytest.approx(np.log(10), rel=1e-12)}
     assert main(["fit", str(csv), "--starts", "8", "--bootstrap", "5", "--predict", "0.5,4e8,1e10"]) == 0
     text = capsys.readouterr().out

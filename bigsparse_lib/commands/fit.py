@@ -109,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _predictions(F, result, boot, points, args) -> list[dict]:
-    """Each point: loss, the bootstrap interval (lo, hi), and with --bootstrap the extrapolation interval
-    (`bigsparse_lib.extrapolation`: held-out sizes and lengths, B resamples each) and the distance outside."""
+    """Each point: loss, the bootstrap interval (lo, hi), the distance outside the data, and with --bootstrap
+    the extrapolation interval (`bigsparse_lib.extrapolation`: held-out sizes and lengths, B resamples each)
+    and the interval for one run's measured loss (plus the fit's scatter)."""
     from bigsparse_lib import extrapolation as X
 
     rows = [{k: _finite_or_none(v) for k, v in row.items()} for row in F.predictions(result.law, points, boot)]
@@ -128,6 +129,8 @@ def _predictions(F, result, boot, points, args) -> list[dict]:
         row["outside"] = {"log_N": float(d_N[i]), "log_D": float(d_D[i])}
         row["extrapolation"] = ([_finite_or_none(ext.ext_lo[i]), _finite_or_none(ext.ext_hi[i])]
                                 if ext is not None else [None, None])
+        row["run"] = ([_finite_or_none(ext.run_lo[i]), _finite_or_none(ext.run_hi[i])]
+                      if ext is not None else [None, None])
     return rows
 
 
@@ -169,6 +172,8 @@ def _text(r: dict) -> str:
         if r["settings"]["bootstrap"]:
             lines.append("(extrapolation: the bootstrap interval widened by the error of refits with each size and "
                          "length held out, grown with the distance outside the data; nan: no held-out test along that axis)")
+            lines.append("one run's measured loss, with the fit's in-sample scatter too: "
+                         + "; ".join(f"[{_g(p['run'][0])}, {_g(p['run'][1])}]" for p in r["predictions"]))
     return "\n".join(lines)
 
 
