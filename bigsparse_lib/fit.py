@@ -119,7 +119,7 @@ def _to_internal(law_cls, values: Mapping[str, object], exps: Mapping[str, objec
 
 
 def _to_table(law_cls, theta: np.ndarray, log_x0: Mapping[str, float]) -> dict[str, float]:
-    """Internal vector (full, numpy) -> table-unit coefficients."""
+    """Internal vector (full, numpy) -> table-unit coefficients (arrays if theta is (n_coefs, B))."""
     t = dict(zip(law_cls.names, np.asarray(theta, float)))
     out = {}
     for name, c in _spec(law_cls).items():
@@ -131,7 +131,7 @@ def _to_table(law_cls, theta: np.ndarray, log_x0: Mapping[str, float]) -> dict[s
             out[name] = np.exp(t[name] / t[c.exponent] + log_x0[c.axis])
         else:
             out[name] = np.exp(t[name] + t[c.exponent] * log_x0[c.axis])
-    return {k: float(v) for k, v in out.items()}
+    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v, float) for k, v in out.items()}
 
 
 def _pred(law_cls, t: Mapping[str, jnp.ndarray], data):

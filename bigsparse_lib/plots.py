@@ -307,3 +307,47 @@ def fig2_beside_paper(ours: pd.DataFrame, published: pd.DataFrame, *, c_ours: fl
         row[0].annotate(title, (0, 1.16), xycoords="axes fraction", fontsize=11, weight="bold")
     fig.tight_layout()
     return fig
+
+
+def held_out_errors(held, model, *, ax=None, title: str = ""):
+    """Held-out error |log(pred / L)| of every run against its distance outside the remaining data.
+
+    `held`: `extrapolation.HeldOut`; `model`: its `extrapolation.ErrorModel`, drawn as the
+    lines q = k d (sizes held out: distance in log N; lengths: in log D).
+    """
+    fig, ax = _axes(ax, (5.2, 3.8))
+    runs = held.runs
+    d = (runs.d_N + runs.d_D).to_numpy()
+    for axis, marker, k in (("N", "o", model.k_N), ("D", "s", model.k_D)):
+        sel = (runs.axis == axis).to_numpy()
+        if not sel.any():
+            continue
+        jitter = 0.02 * (np.arange(sel.sum()) % 5 - 2)  # runs of one fold share a distance: spread them a little
+        ax.scatter(d[sel] + jitter, np.abs(runs.r[sel]), marker=marker, s=16, alpha=0.6,
+                   label=f"{'size' if axis == 'N' else 'length'} held out (distance in log {axis})")
+        if np.isfinite(k):
+            x = np.linspace(0, max(d.max(), 0.1) * 1.1, 20)
+            ax.plot(x, k * x, lw=1.2, label=f"q = k_{axis} d, k_{axis} = {k:.3g}")
+    ax.set(xlabel="distance outside the remaining data (log units)", ylabel="|log(pred / L)| of held-out runs",
+           title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def extrapolation_bands(df: pd.DataFrame, bands: dict, *, S: float, D: float, ax=None, title: str = ""):
+    """Predicted loss against N beyond the data at one (S, D): each entry of `bands` is a label ->
+    DataFrame with nnz, loss, lo, hi, ext_lo, ext_hi (`extrapolation.predictions(...).frame`),
+    drawn as a line, a dark band (parameters only) and a light band (with extrapolation error).
+    The measured runs at S and D are dots.
+    """
+    fig, ax = _axes(ax, (5.4, 3.8))
+    for (label, f), color in zip(bands.items(), ("#1f77b4", "#d62728", "#2ca02c")):
+        ax.plot(f.nnz, f.loss, color=color, lw=1.2, label=label)
+        ax.fill_between(f.nnz, f.lo, f.hi, color=color, alpha=0.35, lw=0)
+        ax.fill_between(f.nnz, f.ext_lo, f.ext_hi, color=color, alpha=0.12, lw=0)
+    at = df[(np.isclose(df.sparsity, S)) & (np.isclose(df.data, D))]
+    ax.scatter(at.nnz, at.loss, color="k", s=14, zorder=3, label=f"measured, S = {S:g}")
+    ax.axvline(df.nnz.max(), color="gray", ls=":", lw=1)
+    ax.set(xscale="log", xlabel="non-zeros N", ylabel="loss L", title=title)
+    ax.legend(fontsize=7)
+    return fig

@@ -34,20 +34,42 @@ def test_defaults_agree_with_the_library():
 
 def test_json_contract(tmp_path, capsys):
     csv = write_grid(tmp_path / "sweep.csv")
-    out = run_json(["fit", str(csv), "--starts", "16", "--bootstrap", "20", "--predict", "0.5,1e7,1e10"], capsys)
+    argv = ["fit", str(csv), "--starts", "16", "--bootstrap", "20", "--predict", "0.5,1e7,1e10",
+            "--predict", "0.5,4e8,1e10", "--predict", "0,1e7,4e11"]
+    out = run_json(argv, capsys)
     assert set(out["coefs"]) == set(SparseLaw.names)
     assert out["n_points"] == 48 and out["starts"] == 16 and 1 <= out["converged_to_best"] <= 16
     assert out["objective"] >= 0
     for name in SparseLaw.names + ("gain@0.5", "gain@0.75", "gain@0.875"):
         lo, hi = out["intervals"][name]
         assert lo <= hi
-    (p,) = out["predictions"]
-    assert set(p) == {"sparsity", "nnz", "data", "loss", "lo", "hi"}
+    p, far, long = out["predictions"]
+    assert set(p) == {"sparsity", "nnz", "data", "loss", "lo", "hi", "extrapolation", "outside", "run"}
+    assert p["run"][0] < p["lo"] and p["hi"] < p["run"][1]  # one run scatters around the curve
     assert p["loss"] == pytest.approx(float(SparseLaw.from_dict(out["coefs"]).loss(0.5, 1e7, 1e10)), rel=1e-12)
     assert p["lo"] <= p["loss"] <= p["hi"]
+    # inside the grid (N 1e6..1e8, D 1e9..1e11) the extrapolation interval is the bootstrap's
+    assert p["outside"] == {"log_N": 0.0, "log_D": 0.0}
+    assert p["extrapolation"] == pytest.approx([p["lo"], p["hi"]], rel=1e-9)
+    # 4x beyond the largest size: log 4 outside, and an interval at least as wide
+    assert far["outside"] == {"log_N": pytest.approx(np.log(4), rel=1e-12), "log_D": 0.0}
+    lo, hi = far["extrapolation"]
+    assert lo <= far["lo"] <= far["loss"] <= far["hi"] <= hi
+    # 4x beyond the longest run: three lengths leave no held-out test along D, so no interval
+    assert long["outside"] == {"log_N": 0.0, "log_D": pytest.approx(np.log(4), rel=1e-12)}
+    assert long["extrapolation"] == [None, None] and long["lo"] is not None
     # the same command gives the same numbers
-    assert run_json(["fit", str(csv), "--starts", "16", "--bootstrap", "20", "--predict", "0.5,1e7,1e10"],
-                    capsys) == out
+    assert run_json(argv, capsys) == out
+
+
+def test_predict_without_bootstrap_reports_distance_only(tmp_path, capsys):
+    csv = write_grid(tmp_path / "sweep.csv")
+    (p,) = run_json(["fit", str(csv), "--starts", "8", "--predict", "0.5,1e7,1e12"], capsys)["predictions"]
+    assert p["lo"] is None and p["extrapolation"] == [None, None] and p["run"] == [None, None]
+    assert p["outside"] == {"log_N": 0.0, "log_D": pytest.approx(np.log(10), rel=1e-12)}
+    assert main(["fit", str(csv), "--starts", "8", "--bootstrap", "5", "--predict", "0.5,4e8,1e10"]) == 0
+    text = capsys.readouterr().out
+    assert "95% with extrapolation error" in text and "1.39, 0.00" in text
 
 
 def test_dense_fix_and_text(tmp_path, capsys):

@@ -12,6 +12,9 @@ Two methods (§3.2, App. C; `bigsparse_lib/vpfit.py`):
 Prints the coefficients (table units, as in Table 7), the mean Huber loss, and with
 --bootstrap B 95% percentile intervals for the coefficients, the gains of Table 2, the onset
 and --predict points.
+Each --predict point also gets its distance outside the data (log N, log D) and, with
+--bootstrap, a second interval that adds the law's own extrapolation error, measured by
+refitting with each size and each length held out (`bigsparse_lib.extrapolation`).
 """
 from __future__ import annotations
 
@@ -158,8 +161,7 @@ def run(args: argparse.Namespace) -> int:
                         if boot is not None else {})
     if result is not None:
         out["derived"] = {k: _finite_or_none(fn(result.law)) for k, fn in F.derived(result.law).items()}
-        out["predictions"] = [{k: _finite_or_none(v) for k, v in row.items()}
-                              for row in F.predictions(result.law, points, boot)]
+        out["predictions"] = _predictions(F, result, boot, points, table, starts, args)
     else:
         out["derived"] = {f"gain@{S:g}": _finite_or_none(g) for S, g in laws.gains(form, gf.coefs).items()}
         out["predictions"] = [_form_prediction(form, gf.coefs, p) for p in points]
@@ -185,6 +187,32 @@ def _form_prediction(form, coefs, point) -> dict:
     S, N, D = point
     loss = form.predict(coefs, pd.DataFrame({"sparsity": [S], "nnz": [N], "data": [D], "loss": [1.0]}))[0]
     return {"sparsity": S, "nnz": N, "data": D, "loss": _finite_or_none(loss), "lo": None, "hi": None}
+
+
+def _predictions(F, result, boot, points, table, starts, args) -> list[dict]:
+    """Each point: loss, the bootstrap interval (lo, hi), the distance outside the data, and with --bootstrap
+    the extrapolation interval (`bigsparse_lib.extrapolation`: held-out sizes and lengths, B resamples each)
+    and the interval for one run's measured loss (plus the fit's scatter)."""
+    from bigsparse_lib import extrapolation as X
+
+    rows = [{k: _finite_or_none(v) for k, v in row.items()} for row in F.predictions(result.law, points, boot)]
+    if not points:
+        return rows
+    S, N, D = (list(v) for v in zip(*points))
+    data_N, data_D = table["nnz"].to_numpy(float), table["data"].to_numpy(float)
+    d_N, d_D = X.outside(N, D, data_N, data_D)
+    ext = None
+    if boot is not None:
+        held = X.held_out(result, starts=min(X.FOLD_STARTS, starts), resamples=args.bootstrap, seed=args.seed)
+        model = X.error_model(held)
+        ext = X.predictions(result, boot, model, S, N, D).frame
+    for i, row in enumerate(rows):
+        row["outside"] = {"log_N": float(d_N[i]), "log_D": float(d_D[i])}
+        row["extrapolation"] = ([_finite_or_none(ext.ext_lo[i]), _finite_or_none(ext.ext_hi[i])]
+                                if ext is not None else [None, None])
+        row["run"] = ([_finite_or_none(ext.run_lo[i]), _finite_or_none(ext.run_hi[i])]
+                      if ext is not None else [None, None])
+    return rows
 
 
 def _text(r: dict) -> str:
@@ -226,10 +254,20 @@ def _text(r: dict) -> str:
         for name, value in r["derived"].items():
             lines.append(row(name, value))
     if r["predictions"]:
-        lines += ["", f"{'sparsity':>8} {'nnz':>12} {'data':>12} {'loss':>10}   95% interval"]
+        lines += ["", f"{'sparsity':>8} {'nnz':>12} {'data':>12} {'loss':>10}   {'outside (log N, log D)':>22}"
+                      f"   {'95% parameters only':>21}   95% with extrapolation error"]
         for p in r["predictions"]:
             ci = f"[{_g(p['lo'])}, {_g(p['hi'])}]" if p["lo"] is not None or p["hi"] is not None else "-"
-            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {p['loss']:>10.6g}   {ci}")
+            ext = p.get("extrapolation")
+            ei = f"[{_g(ext[0])}, {_g(ext[1])}]" if p["lo"] is not None else "-"
+            out = f"{p['outside']['log_N']:.2f}, {p['outside']['log_D']:.2f}"
+            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {p['loss']:>10.6g}   {out:>22}"
+                         f"   {ci:>21}   {ei}")
+        if r["settings"]["bootstrap"]:
+            lines.append("(extrapolation: the bootstrap interval widened by the error of refits with each size and "
+                         "length held out, grown with the distance outside the data; nan: no held-out test along that axis)")
+            lines.append("one run's measured loss, with the fit's in-sample scatter too: "
+                         + "; ".join(f"[{_g(p['run'][0])}, {_g(p['run'][1])}]" for p in r["predictions"]))
     return "\n".join(lines)
 
 
