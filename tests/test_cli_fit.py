@@ -34,7 +34,7 @@ def test_defaults_agree_with_the_library():
 
 def test_json_contract(tmp_path, capsys):
     csv = write_grid(tmp_path / "sweep.csv")
-    out = run_json(["fit", str(csv), "--starts", "16", "--bootstrap", "20", "--predict", "0.5,1e7,1e10"], capsys)
+    out = run_json(["fit", str(csv), "--starts", "16", "--bootstrap", "40", "--predict", "0.5,1e7,1e10"], capsys)
     assert set(out["coefs"]) == set(SparseLaw.names)
     assert out["n_points"] == 48 and out["starts"] == 16 and 1 <= out["converged_to_best"] <= 16
     assert out["objective"] >= 0
@@ -46,7 +46,7 @@ def test_json_contract(tmp_path, capsys):
     assert p["loss"] == pytest.approx(float(SparseLaw.from_dict(out["coefs"]).loss(0.5, 1e7, 1e10)), rel=1e-12)
     assert p["lo"] <= p["loss"] <= p["hi"]
     # the same command gives the same numbers
-    assert run_json(["fit", str(csv), "--starts", "16", "--bootstrap", "20", "--predict", "0.5,1e7,1e10"],
+    assert run_json(["fit", str(csv), "--starts", "16", "--bootstrap", "40", "--predict", "0.5,1e7,1e10"],
                     capsys) == out
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import math
 
-from bigsparse_lib.commands._common import add_json_flag, emit, float_list, positive, sparsity
+from bigsparse_lib.commands._common import add_json_flag, coef_problem, emit, float_list, positive, sparsity
 from bigsparse_lib.errors import InputError
 
 
 # The defaults of `bigsparse_lib.fit` (DELTA, LOG, STARTS, SEED), repeated so that building the
 # parser does not import JAX; tests/test_cli_fit.py checks they agree.
 DELTA, LOG, STARTS, SEED = 1e-3, True, 1000, 0
+# A 95% percentile interval needs at least one resample in each 2.5% tail: B >= 2 / (1 - 0.95).
+MIN_BOOTSTRAP = 40
 
 
 def register(subparsers) -> None:
@@ -55,6 +57,9 @@ def parse_fix(items: list[str]) -> dict[str, float]:
             raise InputError(f"--fix: expected NAME=VALUE with a finite number, got {item!r}")
         if name in out:
             raise InputError(f"--fix: {name} given twice")
+        problem = coef_problem(name, v)
+        if problem:
+            raise InputError(f"--fix: {name} {problem}")
         out[name] = v
     return out
 
@@ -87,12 +92,25 @@ def run(args: argparse.Namespace) -> int:
     points = parse_predict(args.predict, args.dense)
     if args.starts < 1:
         raise InputError(f"--starts must be at least 1, got {args.starts}")
-    if args.bootstrap < 0:
-        raise InputError(f"--bootstrap must be 0 (none) or positive, got {args.bootstrap}")
+    if args.bootstrap != 0 and args.bootstrap < MIN_BOOTSTRAP:
+        raise InputError(f"--bootstrap must be 0 (none) or at least {MIN_BOOTSTRAP} (a 95% percentile interval "
+                         f"needs a resample in each 2.5% tail), got {args.bootstrap}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
     positive(args.delta, "--delta")
     table = read_tidy_csv(args.file, dense=args.dense)
-    result = F.fit(table, dense=args.dense, delta=args.delta, log=args.log, starts=args.starts,
-                   seed=args.seed, fix=fix)
+    from bigsparse_lib.identify import require_identifiable
+    from bigsparse_lib.table import require_points
+
+    names = ("a_N", "b_N", "a_D", "b_D", "c") if args.dense else ("a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c")
+    require_points(len(table), len(set(names) - set(fix)), where=args.file)
+    require_identifiable(table["sparsity"], table["nnz"], table["data"], dense=args.dense, fixed=fix,
+                         where=args.file)
+    try:
+        result = F.fit(table, dense=args.dense, delta=args.delta, log=args.log, starts=args.starts,
+                       seed=args.seed, fix=fix)
+    except RuntimeError as e:  # every start diverged: the data, not the program (e.g. losses near 1e-308)
+        raise InputError(f"{args.file}: {e}") from None
     boot = F.bootstrap(result, args.bootstrap, seed=args.seed) if args.bootstrap else None
     out = result.to_dict()
     out["intervals"] = ({k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in F.intervals(boot).items()}
@@ -119,7 +137,7 @@ def _text(r: dict) -> str:
     lines.append(head)
 
     def row(name, value, note=""):
-        line = f"{name:<12} {value:>14.6g}"
+        line = f"{name:<12} {_g(value):>14}"
         if name in r["intervals"]:
             lo, hi = r["intervals"][name]
             line += f"   [{_g(lo):>13}, {_g(hi):>13}]"
@@ -135,9 +153,10 @@ def _text(r: dict) -> str:
         lines += ["", f"{'sparsity':>8} {'nnz':>12} {'data':>12} {'loss':>10}   95% interval"]
         for p in r["predictions"]:
             ci = f"[{_g(p['lo'])}, {_g(p['hi'])}]" if p["lo"] is not None or p["hi"] is not None else "-"
-            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {p['loss']:>10.6g}   {ci}")
+            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {_g(p['loss']):>10}   {ci}")
     return "\n".join(lines)
 
 
 def _g(x) -> str:
-    return "nan" if x is None else f"{x:.6g}"
+    """A value or "n/a": JSON carries a non-finite value (e.g. a gain under a fixed b_N) as null."""
+    return "n/a" if x is None else f"{x:.6g}"
