@@ -497,3 +497,13 @@ def test_chapter_checks_scale_before_using_it(name):
     first = cells[i + 1].source
     assert "check_scale(scale)" in first
     assert "scale" not in first[: first.index("check_scale(scale)")].replace("check_scale", "")
+
+
+def test_papermill_bad_scale_names_the_allowed_values(tmp_path):
+    """Item 16, end to end: `-p scale huge` used to stop at a bare KeyError: 'huge'."""
+    from bigsparse_lib import book
+
+    with pytest.raises(RuntimeError, match="InputError: parameter scale must be one of 'smoke', 'toy', 'full', "
+                                           "got 'huge'"):
+        book.execute_chapter("chapters/intro", "huge", tmp_path)
+    assert not (tmp_path / "chapters" / "intro.ipynb").exists()
