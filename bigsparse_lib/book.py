@@ -34,6 +34,18 @@ FRAME = ("_config.yml", "_toc.yml", "references.bib")
 KERNEL = "python3"
 
 
+def check_scale(scale) -> str:
+    """A chapter's papermill parameter `scale`, or InputError naming the allowed values.
+
+    Papermill injects `-p scale ...` in a cell *after* the one tagged `parameters`, so each
+    chapter calls this first thing in the cell that follows it.
+    """
+    if scale not in SCALES:
+        raise InputError(f"parameter scale must be one of {', '.join(map(repr, SCALES))}, got {scale!r} "
+                         f"(papermill -p scale ...)")
+    return scale
+
+
 @dataclass(frozen=True)
 class ChapterRun:
     name: str

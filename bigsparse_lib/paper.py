@@ -207,55 +207,125 @@ def _download(url: str, dest: Path, timeout: float = 30.0) -> Path:
 
 
 def _require(df: pd.DataFrame, cols: list[str], path: Path) -> None:
+    from bigsparse_lib.table import missing_columns_message
+
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+        found = ([df.index.name] if df.index.name is not None else []) + list(df.columns)
+        raise InputError(missing_columns_message(str(path), missing, found, cols))
+
+
+def _numbers(raw: pd.DataFrame, col: str, path: Path, locations, *, whole: bool = False) -> np.ndarray:
+    """Column `col` as finite float64, or InputError naming the file, row and column of the first bad cell.
+
+    Converting first and computing after is what keeps one bad cell from turning into a
+    string product (a 'x' times 6.8M is a 6.8M-character string, per row: the OOM of issue 16).
+    `whole`: the values count something (steps) and must be whole numbers.
+    """
+    values = pd.to_numeric(raw[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    cells = raw[col].to_numpy()
+    for i, (v, cell) in enumerate(zip(values, cells)):
+        # booleans are numbers to pandas (True -> 1.0) but never a count or a loss
+        if not np.isfinite(v) or isinstance(cell, (bool, np.bool_)):
+            shown = repr(cell) if isinstance(cell, str) else json.dumps(cell) if cell is None or isinstance(
+                cell, (bool, np.bool_, list, dict)) else f"{cell}"
+            raise InputError(f"{path}: {locations[i]}, column {col!r}: {shown} is not a finite number")
+        if whole and v != np.round(v):
+            raise InputError(f"{path}: {locations[i]}, column {col!r}: {v:g} is not a whole number")
+    return values
+
+
+def _tidy(df: pd.DataFrame, path: Path, locations) -> pd.DataFrame:
+    """Check the tidy table a loader built, naming rows by their place in the source file."""
+    from bigsparse_lib.table import validate_tidy
+
+    return validate_tidy(df.reset_index(drop=True), where=str(path), locations=locations)
 
 
 def load_t5(path: str | os.PathLike) -> pd.DataFrame:
     """t5-data.csv -> tidy table. N = BASE * scale * (1 - S); D = steps * 128 * 512 tokens."""
+    from bigsparse_lib.table import read_csv
+
     path = Path(path)
-    raw = pd.read_csv(path, index_col=0)
+    raw = read_csv(path, index_col=0)
     _require(raw, ["sparsity", "scale", "val-loss", "steps"], path)
+    where = [f"line {i + 2}" for i in range(len(raw))]  # line 1 is the header
+    S, scale, loss = (_numbers(raw, c, path, where) for c in ("sparsity", "scale", "val-loss"))
+    steps = _numbers(raw, "steps", path, where, whole=True)
     df = pd.DataFrame({
-        "sparsity": raw["sparsity"].astype(float),
-        "nnz": BASE_NNZ["t5"] * raw["scale"] * (1.0 - raw["sparsity"]),
-        "data": raw["steps"] * T5_TOKENS_PER_STEP,
-        "loss": raw["val-loss"].astype(float),
+        "sparsity": S,
+        "nnz": BASE_NNZ["t5"] * scale * (1.0 - S),
+        "data": steps * T5_TOKENS_PER_STEP,
+        "loss": loss,
         "family": "t5",
-        "scale": raw["scale"],
-        "steps": raw["steps"].astype(int),
+        "scale": scale,
+        "steps": steps.astype(np.int64),
     })
-    return df.reset_index(drop=True)
+    return _tidy(df, path, where)
+
+
+def _json_object(pairs):
+    """object_pairs_hook: a key given twice is refused (json keeps the last one silently)."""
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise InputError(f"key(s) {', '.join(map(repr, dup))} appear more than once in one object")
+    return dict(pairs)
 
 
 def load_vit(path: str | os.PathLike) -> pd.DataFrame:
-    """vit-data.json -> tidy table. N = BASE * scale * (1 - S); D = total_examples (images)."""
+    """vit-data.json -> tidy table. N = BASE * scale * (1 - S); D = total_examples (images).
+
+    The file is pandas' column-oriented JSON: {column: {row key: value}}; rows are named by
+    their key ("row '12'") in messages.
+    """
     path = Path(path)
-    raw = pd.DataFrame(json.loads(Path(path).read_text()))
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_json_object)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, dict) for v in obj.values()):
+        raise InputError(f"{path}: expected a JSON object of columns, each an object of row key -> value "
+                         f"(pandas' column-oriented JSON)")
+    keys = sorted({k for col in obj.values() for k in col}, key=lambda k: (not k.lstrip("-").isdigit(), k))
+    bad = [k for k in keys if not k.lstrip("-").isdigit()]
+    if bad:
+        raise InputError(f"{path}: row key {bad[0]!r} is not an integer")
+    keys.sort(key=int)
+    raw = pd.DataFrame({c: pd.Series([col.get(k) for k in keys], index=keys, dtype=object)
+                        for c, col in obj.items()}, index=keys)
     _require(raw, ["sparsity", "scale", "val-loss", "total_examples"], path)
-    raw = raw.sort_index(key=lambda i: i.astype(int))
+    for c in ("sparsity", "scale", "val-loss", "total_examples"):
+        absent = [k for k in keys if k not in obj[c]]
+        if absent:
+            raise InputError(f"{path}: row {absent[0]!r} has no {c!r} value (column {c!r} lacks key {absent[0]!r})")
+    where = [f"row {k!r}" for k in keys]
+    S, scale, loss, D = (_numbers(raw, c, path, where) for c in ("sparsity", "scale", "val-loss", "total_examples"))
     df = pd.DataFrame({
-        "sparsity": raw["sparsity"].astype(float),
-        "nnz": BASE_NNZ["vit"] * raw["scale"] * (1.0 - raw["sparsity"]),
-        "data": raw["total_examples"].astype(float),
-        "loss": raw["val-loss"].astype(float),
+        "sparsity": S,
+        "nnz": BASE_NNZ["vit"] * scale * (1.0 - S),
+        "data": D,
+        "loss": loss,
         "family": "vit",
-        "scale": raw["scale"],
+        "scale": scale,
     })
-    return df.reset_index(drop=True)
+    return _tidy(df, path, where)
 
 
 def load_chinchilla(path: str | os.PathLike) -> pd.DataFrame:
     """Epoch's Chinchilla extraction -> tidy table (S = 0): N = Model Size, D = C / (6 N)."""
+    from bigsparse_lib.table import read_csv
+
     path = Path(path)
-    raw = pd.read_csv(path)
+    raw = read_csv(path)
     _require(raw, ["Model Size", "Training FLOP", "loss"], path)
-    N = raw["Model Size"].astype(float)
-    C = raw["Training FLOP"].astype(float)
-    df = pd.DataFrame({"sparsity": 0.0, "nnz": N, "data": C / (6.0 * N), "loss": raw["loss"].astype(float),
+    where = [f"line {i + 2}" for i in range(len(raw))]
+    N, C, loss = (_numbers(raw, c, path, where) for c in ("Model Size", "Training FLOP", "loss"))
+    df = pd.DataFrame({"sparsity": 0.0, "nnz": N, "data": C / (6.0 * N), "loss": loss,
                        "family": "chinchilla", "flops": C})
-    return df.reset_index(drop=True)
+    return _tidy(df, path, where)
 
 
 LOADERS = {"t5": load_t5, "vit": load_vit, "chinchilla": load_chinchilla}

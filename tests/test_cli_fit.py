@@ -34,7 +34,7 @@ def test_defaults_agree_with_the_library():
 
 def test_json_contract(tmp_path, capsys):
     csv = write_grid(tmp_path / "sweep.csv")
-    argv = ["fit", str(csv), "--starts", "16", "--bootstrap", "20", "--predict", "0.5,1e7,1e10",
+    argv = ["fit", str(csv), "--starts", "16", "--bootstrap", "40", "--predict", "0.5,1e7,1e10",
             "--predict", "0.5,4e8,1e10", "--predict", "0,1e7,4e11"]
     out = run_json(argv, capsys)
     assert set(out["coefs"]) == set(SparseLaw.names)
@@ -67,7 +67,7 @@ def test_predict_without_bootstrap_reports_distance_only(tmp_path, capsys):
     (p,) = run_json(["fit", str(csv), "--starts", "8", "--predict", "0.5,1e7,1e12"], capsys)["predictions"]
     assert p["lo"] is None and p["extrapolation"] == [None, None] and p["run"] == [None, None]
     assert p["outside"] == {"log_N": 0.0, "log_D": pytest.approx(np.log(10), rel=1e-12)}
-    assert main(["fit", str(csv), "--starts", "8", "--bootstrap", "5", "--predict", "0.5,4e8,1e10"]) == 0
+    assert main(["fit", str(csv), "--starts", "8", "--bootstrap", "40", "--predict", "0.5,4e8,1e10"]) == 0
     text = capsys.readouterr().out
     assert "95% with extrapolation error" in text and "1.39, 0.00" in text
 

@@ -57,25 +57,59 @@ def read_coefs(path: str | Path) -> Law:
     keys = set(obj)
     for cls in (SparseLaw, DenseLaw):
         if keys == set(cls.names):
-            law = cls.from_dict(obj)
-            bad = [k for k, v in law.to_dict().items() if not math.isfinite(v)]
-            if bad:
-                raise InputError(f"--coefs: {path}: coefficient(s) {', '.join(bad)} are not finite")
-            return law
+            return cls.from_dict(check_coefs(obj, cls, f"--coefs: {path}"))
     raise InputError(
         f"--coefs: {path} has keys {sorted(keys)}; expected the sparse law's {list(SparseLaw.names)} "
         f"or the dense law's {list(DenseLaw.names)}"
     )
 
 
+# The exponents that eq. 3 / eq. 2 need positive: the loss must fall with N and D, and eq. 7
+# divides by b_N. b_S may be 0 (sparsity then has no effect); prefactors must be positive.
+EXPONENTS = ("b_S", "b_N", "b_D")
+
+
+def coef_problem(name: str, value: float) -> str | None:
+    """Why `value` is not an acceptable coefficient `name` (None if it is); shared by --coefs and --fix."""
+    if not math.isfinite(value):
+        return f"must be finite, got {value}"
+    if name == "b_S":
+        return None if value >= 0 else f"must be >= 0, got {value:g}"
+    if value <= 0:
+        why = " (the loss must fall with N and D; eq. 7 divides by b_N)" if name in EXPONENTS else ""
+        return f"must be positive{why}, got {value:g}"
+    return None
+
+
+def check_coefs(obj: dict, cls, where: str) -> dict[str, float]:
+    """The coefficients of `obj` as floats, each checked as `--fix` checks it (named on error).
+
+    Every value must be a JSON number (not a string, boolean or null) and pass `coef_problem`.
+    """
+    out = {}
+    for name in cls.names:
+        v = obj[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"{where}: coefficient {name} must be a number, got {json.dumps(v)}")
+        problem = coef_problem(name, float(v))
+        if problem:
+            raise InputError(f"{where}: coefficient {name} {problem}")
+        out[name] = float(v)
+    return out
+
+
 def float_list(text: str, name: str) -> list[float]:
     """'0.5,0.75' -> [0.5, 0.75], with an error that names the argument."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"{name}: expected comma-separated numbers, got {text!r}") from None
-    if not values:
+    if not text.strip():
         raise InputError(f"{name}: expected at least one number")
+    values = []
+    for i, x in enumerate(text.split(","), 1):
+        if not x.strip():
+            raise InputError(f"{name}: value {i} of {text!r} is empty; expected comma-separated numbers")
+        try:
+            values.append(float(x))
+        except ValueError:
+            raise InputError(f"{name}: value {i} of {text!r} is {x.strip()!r}, not a number") from None
     if any(not math.isfinite(v) for v in values):
         raise InputError(f"{name}: values must be finite, got {text!r}")
     return values

@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import math
 
-from bigsparse_lib.commands._common import add_json_flag, emit, float_list, positive, sparsity
+from bigsparse_lib.commands._common import add_json_flag, coef_problem, emit, float_list, positive, sparsity
 from bigsparse_lib.errors import InputError
 
 
 # The defaults of `bigsparse_lib.fit` (DELTA, LOG, STARTS, SEED), repeated so that building the
 # parser does not import JAX; tests/test_cli_fit.py checks they agree.
 DELTA, LOG, STARTS, SEED = 1e-3, True, 1000, 0
+# A 95% percentile interval needs at least one resample in each 2.5% tail: B >= 2 / (1 - 0.95).
+MIN_BOOTSTRAP = 40
 
 
 def register(subparsers) -> None:
@@ -75,6 +77,9 @@ def parse_fix(items: list[str]) -> dict[str, float]:
             raise InputError(f"--fix: expected NAME=VALUE with a finite number, got {item!r}")
         if name in out:
             raise InputError(f"--fix: {name} given twice")
+        problem = coef_problem(name, v)
+        if problem:
+            raise InputError(f"--fix: {name} {problem}")
         out[name] = v
     return out
 
@@ -126,8 +131,11 @@ def run(args: argparse.Namespace) -> int:
     points = parse_predict(args.predict, args.dense)
     if starts < 1:
         raise InputError(f"--starts must be at least 1, got {starts}")
-    if args.bootstrap < 0:
-        raise InputError(f"--bootstrap must be 0 (none) or positive, got {args.bootstrap}")
+    if args.bootstrap != 0 and args.bootstrap < MIN_BOOTSTRAP:
+        raise InputError(f"--bootstrap must be 0 (none) or at least {MIN_BOOTSTRAP} (a 95% percentile interval "
+                         f"needs a resample in each 2.5% tail), got {args.bootstrap}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.resolution is not None and args.resolution < 2:
         raise InputError(f"--resolution must be at least 2, got {args.resolution}")
     positive(args.delta, "--delta")
@@ -139,12 +147,22 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap and not boot_ok:
         raise InputError(f"--bootstrap works with --form eq3 (or --dense), not --form {args.form}")
     table = read_tidy_csv(args.file, dense=args.dense)
+    from bigsparse_lib.identify import require_identifiable
+    from bigsparse_lib.table import require_points
+
+    names = ("a_N", "b_N", "a_D", "b_D", "c") if args.dense else ("a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c")
+    require_points(len(table), len(set(names) - set(fix)), where=args.file)
+    require_identifiable(table["sparsity"], table["nnz"], table["data"], dense=args.dense, fixed=fix,
+                         where=args.file)
     settings = {"method": method, "form": form.name if not args.dense else "eq2", "delta": args.delta,
                 "log": args.log, "dense": args.dense, "seed": args.seed, "fixed": fix, "bootstrap": args.bootstrap,
                 "best_rtol": F.BEST_RTOL}
     if method == "starts":
-        result = F.fit(table, dense=args.dense, delta=args.delta, log=args.log, starts=starts,
-                       seed=args.seed, fix=fix)
+        try:
+            result = F.fit(table, dense=args.dense, delta=args.delta, log=args.log, starts=starts,
+                           seed=args.seed, fix=fix)
+        except RuntimeError as e:  # every start diverged: the data, not the program (e.g. losses near 1e-308)
+            raise InputError(f"{args.file}: {e}") from None
         out = result.to_dict()
     else:
         kw = {} if args.resolution is None else {"resolution": args.resolution}
@@ -261,7 +279,7 @@ def _text(r: dict) -> str:
             ext = p.get("extrapolation")
             ei = f"[{_g(ext[0])}, {_g(ext[1])}]" if p["lo"] is not None else "-"
             out = f"{p['outside']['log_N']:.2f}, {p['outside']['log_D']:.2f}"
-            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {p['loss']:>10.6g}   {out:>22}"
+            lines.append(f"{p['sparsity']:>8g} {p['nnz']:>12.4g} {p['data']:>12.4g} {_g(p['loss']):>10}   {out:>22}"
                          f"   {ci:>21}   {ei}")
         if r["settings"]["bootstrap"]:
             lines.append("(extrapolation: the bootstrap interval widened by the error of refits with each size and "
@@ -272,4 +290,5 @@ def _text(r: dict) -> str:
 
 
 def _g(x) -> str:
-    return "nan" if x is None else f"{x:.6g}"
+    """A value or "n/a": JSON carries a non-finite value (e.g. a gain under a fixed b_N) as null."""
+    return "n/a" if x is None else f"{x:.6g}"

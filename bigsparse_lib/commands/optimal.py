@@ -64,6 +64,16 @@ def _check_args(args) -> None:
         raise InputError("--compute needs --nnz N (the number of non-zero parameters)")
     positive(args.nnz, "--nnz")
     positive(args.compute, "--compute")
+    if args.nnz < 1:
+        raise InputError(f"--nnz is a count of non-zero parameters and must be at least 1, got {args.nnz:g}")
+    # Under one unit of data per non-zero parameter (D = C / 6N < N) the law is far outside every
+    # sweep it was fitted on (the paper's runs see >= 5 per parameter), and S_opt there is an
+    # artefact of extrapolation (and, at C ~ 1e-300, of floating point).
+    minimum = 6.0 * args.nnz * args.nnz
+    if not args.compute >= minimum:
+        raise InputError(f"--compute {args.compute:g} buys D = C/(6N) = {args.compute / (6.0 * args.nnz):.3g} for "
+                         f"N = {args.nnz:g} non-zeros: under one unit of data (token/image) per parameter; "
+                         f"give --compute >= 6 N^2 = {minimum:.3g}")
 
 
 def _law_and_boot(args):
@@ -115,6 +125,9 @@ def run(args) -> int:
              f"Chinchilla-optimal compute at the same N ({args.cost} costs)" + _ci(r))
         return 0
     S = float(optimal.s_opt(law, args.nnz, args.compute, args.cost))
+    if not (math.isfinite(S) and 0.0 <= S < 1.0):
+        raise InputError(f"the law gives no optimal sparsity in [0, 1) for --nnz {args.nnz:g} --compute "
+                         f"{args.compute:g} (got {S})")
     out = {"sparsity": S}
     if boot is not None:
         from bigsparse_lib import bands

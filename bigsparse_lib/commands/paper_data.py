@@ -4,7 +4,7 @@ from __future__ import annotations
 from bigsparse_lib import paper
 from bigsparse_lib.commands._common import add_json_flag, emit
 from bigsparse_lib.errors import InputError
-from bigsparse_lib.table import validate_tidy, write_tidy_csv
+from bigsparse_lib.table import check_output_file, validate_tidy, write_tidy_csv
 
 
 def register(sub) -> None:
@@ -23,6 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_output_file(args.out)
     try:
         path = paper.locate(args.name, args.source)
     except FileNotFoundError as e:

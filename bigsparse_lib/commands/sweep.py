@@ -122,13 +122,16 @@ def run_status(args) -> int:
 
 def run_export(args) -> int:
     from bigsparse_lib import sweep
-    from bigsparse_lib.table import validate_tidy, write_tidy_csv
+    from bigsparse_lib.table import check_output_file, validate_tidy, write_tidy_csv
+
+    check_output_file(args.out)
 
     def warn(msg: str) -> None:
         print(f"bigsparse export: warning: {msg}", file=sys.stderr)
 
     df = sweep.export(args.results, warn=warn)
-    validate_tidy(df, where=str(args.results))
+    validate_tidy(df, where=str(args.results),
+                  locations=[f"run {rid} (runs/{rid}/record.json)" for rid in df["run_id"]])
     path = write_tidy_csv(df, args.out)
     print(f"wrote {len(df)} runs to {path}")
     return 0

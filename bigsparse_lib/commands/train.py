@@ -88,11 +88,19 @@ def run(args: argparse.Namespace) -> int:
     save = Path(args.save_params) if args.save_params else None
     if save is not None and save.suffix != ".npz":
         raise InputError(f"--save-params must name a .npz file, got {save}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is a file; give a directory (it holds checkpoints, log.jsonl, result.json)")
     config = train.TrainConfig(
         family=args.family, preset=args.preset, nnz=args.nnz, sparsity=args.sparsity, pattern=args.pattern,
         method=args.method, steps=args.steps, seed=args.seed, batch_size=args.batch_size, init=args.init,
         dtype=args.dtype, data_source=args.data_source,
     )
+    # Before anything is written or allocated: refuse a model that cannot fit (issue 16, item 15).
+    from bigsparse_lib import budget
+
+    budget.check_fits(args.family, train.model_config(config.validate()), where=f"--nnz {args.nnz}"
+                      if args.nnz is not None else f"--preset {args.preset}")
     try:
         result = train.train(config, args.out, progress=not args.no_progress)
     except train.Diverged as e:

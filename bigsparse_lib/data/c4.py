@@ -73,20 +73,39 @@ def shard_paths(source: C4Source, split: str) -> list[str]:
 
 
 def read_texts(path: str) -> list[str]:
-    """The "text" field of every line of a json or json.gz shard."""
+    """The "text" field of every line of a json or json.gz shard.
+
+    Every fault names the shard and, where there is one, the line: a byte that is not
+    UTF-8, a corrupted or truncated gzip stream, a line that is not a JSON object with a
+    string "text". Nothing is skipped: a shard either reads whole or not at all.
+    """
+    import zlib
+
     opener = gzip.open if path.endswith(".gz") else open
     texts = []
+    lineno = 0
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(f"{path}:{lineno}: byte {raw[e.start]:#04x} at column {e.start + 1} "
+                                     "is not UTF-8") from None
                 if not line.strip():
                     continue
                 try:
-                    texts.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise InputError(f"{path}:{lineno}: not a JSON object with a 'text' field") from None
-    except (OSError, EOFError) as e:
-        raise InputError(f"cannot read C4 shard {path}: {e}") from None
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{lineno}: not a JSON object ({e.msg} at column {e.colno})") from None
+                if not isinstance(obj, dict) or "text" not in obj:
+                    raise InputError(f"{path}:{lineno}: not a JSON object with a 'text' field")
+                if not isinstance(obj["text"], str):
+                    raise InputError(f"{path}:{lineno}: 'text' must be a string, got {type(obj['text']).__name__}")
+                texts.append(obj["text"])
+    except (OSError, EOFError, zlib.error) as e:
+        where = f" after line {lineno}" if lineno else ""
+        raise InputError(f"cannot read C4 shard {path}{where}: {e or type(e).__name__}") from None
     if not texts:
         raise InputError(f"C4 shard has no documents: {path}")
     return texts
@@ -118,11 +137,35 @@ def load_spm(source: C4Source):
     for path in candidates:
         if path.is_file():
             try:
-                return spm.SentencePieceProcessor(model_file=str(path)), str(path)
+                sp = spm.SentencePieceProcessor(model_file=str(path))
             except (OSError, RuntimeError) as e:
                 raise InputError(f"cannot load SentencePiece model {path}: {e}") from None
+            check_spm_complete(sp.serialized_model_proto(), str(path))
+            return sp, str(path)
     raise InputError(f"SentencePiece model not found: {candidates[0]} (give C4Source(spm_model=...) "
                      "or train one with bigsparse_lib.data.c4.train_sentencepiece)")
+
+
+def check_spm_complete(proto: bytes, path: str) -> None:
+    """Refuse a SentencePiece model that parsed but is cut short.
+
+    A model file is a protobuf: pieces (field 1) first, then trainer_spec (2) and
+    normalizer_spec (3). Cut at a piece boundary it still parses, as a model with fewer
+    pieces and no specs (training would then run on a fraction of the vocabulary). A whole
+    model has both specs, and as many pieces as its trainer_spec's vocab_size.
+    """
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    m.ParseFromString(proto)
+    missing = [name for name in ("trainer_spec", "normalizer_spec") if not m.HasField(name)]
+    if missing:
+        raise InputError(f"SentencePiece model {path} is incomplete (truncated?): it holds {len(m.pieces)} "
+                         f"pieces and no {' or '.join(missing)}")
+    want = m.trainer_spec.vocab_size
+    if want and len(m.pieces) != want:
+        raise InputError(f"SentencePiece model {path} holds {len(m.pieces)} pieces, but its trainer_spec "
+                         f"says vocab_size {want} (truncated or edited?)")
 
 
 class C4Stream:

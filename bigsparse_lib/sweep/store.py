@@ -57,6 +57,20 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def _read(path: Path, what: str, fix: str) -> Any:
+    """A store file's JSON, or InputError naming the file, what it is, what is wrong and what to do."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing ({what}); {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: unreadable {what} ({e}); {fix}") from None
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def run_id(config: Mapping[str, Any], recipe_version: str) -> str:
     """Key of a run: sha256 of its config dict (stable key order) and the recipe version, 16 hex digits."""
     blob = json.dumps({"config": config, "recipe_version": recipe_version}, sort_keys=True,
@@ -99,10 +113,14 @@ class Store:
     def manifest(self) -> dict:
         if not self.manifest_path.is_file():
             raise InputError(f"{self.root}: not a sweep results directory (no {MANIFEST})")
-        try:
-            return read_json(self.manifest_path)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{self.manifest_path}: unreadable ({e})") from None
+        fix = "it lists the directory's runs; restore it from a backup, or start a new --results directory"
+        m = _read(self.manifest_path, "sweep manifest", fix)
+        if not isinstance(m, dict):
+            raise InputError(f"{self.manifest_path}: expected a JSON object (the sweep manifest); {fix}")
+        runs = m.get("runs", [])
+        if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+            raise InputError(f"{self.manifest_path}: key 'runs' must be a list of run ids; {fix}")
+        return m
 
     @classmethod
     def open(cls, root: str | os.PathLike, identity: Mapping[str, Any]) -> "Store":
@@ -160,11 +178,47 @@ class Store:
         return self.run_dir(rid) / "train"
 
     def config(self, rid: str) -> dict:
-        return read_json(self.run_dir(rid) / "config.json")["config"]
+        path = self.run_dir(rid) / "config.json"
+        replan = f"run `bigsparse sweep` with this directory's arguments to write it again"
+        if not self.run_dir(rid).is_dir():
+            raise InputError(f"{self.run_dir(rid)}: the directory of run {rid} (listed in {self.manifest_path}) "
+                             f"is missing; {replan}")
+        obj = _read(path, f"config of run {rid}", f"remove it and {replan}")
+        cfg = obj.get("config") if isinstance(obj, dict) else None
+        if not isinstance(cfg, dict):
+            raise InputError(f"{path}: expected a JSON object with a 'config' object; remove it and {replan}")
+        for key in ("sparsity", "nnz", "steps", "seed"):
+            if cfg.get(key) is not None and not _number(cfg[key]):
+                raise InputError(f"{path}: key 'config.{key}' must be a number, got {json.dumps(cfg[key])}; "
+                                 f"remove it and {replan}")
+        return cfg
 
     def record(self, rid: str) -> dict | None:
+        """The run's outcome, or None if it has none yet; a record that is not a valid outcome is an InputError.
+
+        A valid record: an object with "status" "ok" (and a "result" object with numbers
+        nnz, data, eval_loss), "diverged" or "error".
+        """
         path = self.run_dir(rid) / "record.json"
-        return read_json(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        retrain = "remove it to train the run again"
+        rec = _read(path, f"record of run {rid}", retrain)
+        if not isinstance(rec, dict):
+            raise InputError(f"{path}: expected a JSON object (the run's record); {retrain}")
+        status = rec.get("status")
+        if status not in (OK, DIVERGED, ERROR):
+            raise InputError(f"{path}: key 'status' is {json.dumps(status)}, not one of "
+                             f"{OK!r}, {DIVERGED!r}, {ERROR!r}; {retrain}")
+        if status == OK:
+            res = rec.get("result")
+            if not isinstance(res, dict):
+                raise InputError(f"{path}: status 'ok' but no 'result' object; {retrain}")
+            for key in ("nnz", "data", "eval_loss"):
+                if not _number(res.get(key)):
+                    raise InputError(f"{path}: key 'result.{key}' must be a number, got "
+                                     f"{json.dumps(res.get(key))}; {retrain}")
+        return rec
 
     def write_record(self, rid: str, record: Mapping[str, Any]) -> None:
         write_json(self.run_dir(rid) / "record.json", dict(record))
@@ -182,11 +236,18 @@ class Store:
     def running(self, rid: str) -> dict | None:
         """The running marker if its worker still lives (same host: pid checked; other hosts: trusted)."""
         path = self.run_dir(rid) / "running.json"
+        fix = "remove it if no worker is training this run"
         try:
             info = read_json(path)
-        except (FileNotFoundError, json.JSONDecodeError):
+        except FileNotFoundError:  # no worker (or it just finished)
             return None
-        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: unreadable running marker of run {rid} ({e}); {fix}") from None
+        pid = info.get("pid") if isinstance(info, dict) else None
+        if not isinstance(info.get("host") if isinstance(info, dict) else None, str) or not (
+                isinstance(pid, int) and not isinstance(pid, bool) and pid > 0):
+            raise InputError(f"{path}: expected a JSON object with 'host' (text) and 'pid' (positive integer); {fix}")
+        if info["host"] == socket.gethostname() and not _pid_alive(info["pid"]):
             return None  # killed: the run is left (it resumes from its checkpoint)
         return info
 
