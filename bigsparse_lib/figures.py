@@ -18,7 +18,8 @@ staging folder's `data/`) and $BIGSPARSE_PAGE (e.g. `chapters/core_law`) set, an
 Run by hand (neither set), the CSV goes to `_build/figure-data/<name>.csv`.
 
 The CSV is a tidy table, one row per drawn point, with the columns `COLUMNS`: `panel`
-(axes index) with its `title`, `xlabel`, `ylabel`, `xscale`, `yscale`; `artist` (one
+(axes index) with its `title`, `xlabel`, `ylabel`, `xscale`, `yscale` and the visible range
+`xmin`, `xmax`, `ymin`, `ymax`; `artist` (one
 curve or point set in the panel) with its `kind` (`line`, `points`, `hline`, `vline`,
 `mesh`), `series` (the legend label, empty for none) and `color`; and `x`, `y`, `z` (`z`
 only for a colour `mesh`, whose `x`, `y` are the cell centres).
@@ -37,8 +38,8 @@ from bigsparse_lib.errors import InputError
 
 DATA_ENV, PAGE_ENV, SCALE_ENV = "BIGSPARSE_FIGURE_DATA", "BIGSPARSE_PAGE", "BIGSPARSE_SCALE"
 DEFAULT_DIR = Path("_build") / "figure-data"
-COLUMNS = ("panel", "title", "xlabel", "ylabel", "xscale", "yscale", "artist", "kind", "series", "color",
-           "x", "y", "z")
+COLUMNS = ("panel", "title", "xlabel", "ylabel", "xscale", "yscale", "xmin", "xmax", "ymin", "ymax",
+           "artist", "kind", "series", "color", "x", "y", "z")
 KINDS = ("line", "points", "hline", "vline", "mesh")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
@@ -60,7 +61,9 @@ def figure_data(fig) -> pd.DataFrame:
     panels = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
     for i, ax in enumerate(panels):
         meta = {"panel": i, "title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
-                "xscale": ax.get_xscale(), "yscale": ax.get_yscale()}
+                "xscale": ax.get_xscale(), "yscale": ax.get_yscale(),
+                **dict(zip(("xmin", "xmax"), map(float, ax.get_xlim()))),
+                **dict(zip(("ymin", "ymax"), map(float, ax.get_ylim())))}
 
         def add(kind, artist, x, y, z=None, color=None):
             x, y = np.broadcast_arrays(np.asarray(x, float).ravel(), np.asarray(y, float).ravel())
@@ -122,8 +125,8 @@ def caption_html(name: str, paper: str, caption: str, href: str, page: str, scal
     )
 
 
-def publish(fig, name: str, *, paper: str, caption: str = "") -> Path:
-    """Show `fig` with its caption, and write its data to `<name>.csv`; returns the CSV's path.
+def publish(fig, name: str, *, paper: str, caption: str = "") -> None:
+    """Show `fig` with its caption, and write its data to `<name>.csv` (`csv_path(name)`).
 
     One call per figure, in place of `plt.show()`:
 
@@ -132,7 +135,8 @@ def publish(fig, name: str, *, paper: str, caption: str = "") -> Path:
     `name` (lower-case letters, digits, `-`, `_`) names the CSV and must be unique in the
     chapter; `paper` names what the figure reproduces ("Fig. 2", "Table 2 as a curve", or
     "no figure in the paper: ..."). The figure is closed afterwards, so the notebook shows
-    it once. See the module docstring for where the CSV goes and what it holds.
+    it once. It returns nothing, so that as a cell's last line it adds no output. See the
+    module docstring for where the CSV goes and what it holds.
     """
     import matplotlib.pyplot as plt
     from IPython.display import HTML, display
@@ -146,7 +150,11 @@ def publish(fig, name: str, *, paper: str, caption: str = "") -> Path:
     display(fig)
     plt.close(fig)
     display(HTML(caption_html(name, paper, caption, href, page, os.environ.get(SCALE_ENV, "toy"))))
-    return target
+
+
+def csv_path(name: str) -> Path:
+    """Where `publish(fig, name, ...)` writes the figure's CSV in this process (see the module docstring)."""
+    return _links(name)[0]
 
 
 def redraw(data: pd.DataFrame):
@@ -180,7 +188,7 @@ def redraw(data: pd.DataFrame):
             else:
                 ax.plot(grp["x"], grp["y"], "o" if kind == "points" else "-", ms=4, color=color, label=label)
         ax.set(xscale=first["xscale"], yscale=first["yscale"], xlabel=first["xlabel"], ylabel=first["ylabel"],
-               title=first["title"])
+               title=first["title"], xlim=(first["xmin"], first["xmax"]), ylim=(first["ymin"], first["ymax"]))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()

@@ -20,7 +20,7 @@ digits, in text or inline math) is allowed only when it is
 - a value of the paper's grid (`GRID`: the sparsities 50%, 75%, 87.5%, 93.75% and 0.5 ...);
 - in a sentence (or table row) labelled as the paper's: one that names the paper, a
   published table or an outside work (`PAPER_WORDS`) and says nothing of ours (`OURS`:
-  we, our, ours, us, this build, here). "Our refit gives 1.77x against the paper's 1.59x"
+  we, our, ours, us, refit, bootstrap, this build, here). "Our refit gives 1.77x against the paper's 1.59x"
   names both, so both numbers must be glued.
 
 `check_notebook(path)` applies it to the markdown cells of an executed notebook and also
@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GLUE_PREFIX = "application/papermill.record/"  # myst-nb's (and scrapbook's) mime prefix for glued values
-GRID = frozenset({"0.5", "0.75", "0.875", "0.9375", "50%", "75%", "87.5%", "93.75%", "25%", "100%"})
+GRID = frozenset({"0.5", "0.75", "0.875", "0.9375", "50%", "75%", "87.5%", "93.75%", "25%", "100%",
+                  "95%"})  # the sparsities, the pruning ramp's ends, and the confidence level of intervals
 PAPER_WORDS = re.compile(r"\bpaper|\bTable \d|\bpublished\b|\bprinted\b|\bHoffmann\b|\bEpoch\b|\bCerebras\b|"
                          r"\bChinchilla\b|\bLlama|\bKaplan\b|\bthe authors\b", re.I)
-OURS = re.compile(r"\b(we|our|ours|us)\b|\bthis build\b|\bhere\b", re.I)
+OURS = re.compile(r"\b(we|our|ours|us|refits?|bootstrap)\b|\bthis build\b|\bhere\b", re.I)
 _REF_WORD = r"(?:§|Sec\.|Section|Sections|Tables?|Figs?\.|Figures?|[Ee]qs?\.|App\.|Appendix|[Rr]ules?|[Ss]teps?|Chapter)"
 _REF_ITEM = r"\d+(?:\.\d+)*(?:\s*\((?:left|right|top|bottom|[a-z])\))?"
 _REF = re.compile(rf"{_REF_WORD}\s*{_REF_ITEM}(?:\s*(?:,|and|or|-|–|to)\s*(?:{_REF_WORD}\s*)?{_REF_ITEM})*")

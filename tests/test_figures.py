@@ -58,7 +58,8 @@ def test_publish_writes_the_csv_where_the_build_copies_it_and_links_it(tmp_path,
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda *a, **k: shown.append(a[0]))
     fig = plots.loss_vs_nnz_by_data(_t5_like(), c=1.0)
-    path = figures.publish(fig, "fig2", paper="Fig. 2", caption="T5 <released>")
+    assert figures.publish(fig, "fig2", paper="Fig. 2", caption="T5 <released>") is None  # no cell output
+    path = figures.csv_path("fig2")
     assert path == tmp_path / "data" / "chapters" / "core_law" / "fig2.csv"
     data = pd.read_csv(path)
     assert len(data) == 6 and set(data["kind"]) == {"line"}
@@ -90,6 +91,7 @@ def test_redraw_from_the_csv_gives_the_same_data(tmp_path, capsys):
         a, b = first[first["kind"] == kind], again[again["kind"] == kind]
         assert np.allclose(a[["x", "y"]].fillna(-1).to_numpy(), b[["x", "y"]].fillna(-1).to_numpy()), kind
     assert again.groupby("panel")["xscale"].first().tolist() == ["log", "linear"]
+    assert np.allclose(again[["xmin", "xmax", "ymin", "ymax"]].to_numpy(), first[["xmin", "xmax", "ymin", "ymax"]].to_numpy())
 
 
 def test_figure_command_rejects_bad_input(tmp_path, capsys):
