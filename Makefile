@@ -14,7 +14,7 @@ export BIGSPARSE_PAPER_DATA ?= $(wildcard $(abspath ..)/shared/paper-data)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: all venv test test-fast book bench bench-book lock clean
+.PHONY: all venv test test-fast book notebooks bench bench-book lock clean
 all: test
 
 $(STAMP): requirements.lock pyproject.toml
@@ -37,6 +37,11 @@ test-fast: $(STAMP)
 
 book: $(STAMP)
 	$(BIN)/bigsparse book --scale $(SCALE)
+
+# The notebooks the Colab and Binder buttons open (notebooks/chapters/*.ipynb): commit them on the
+# published branch. Needs the repository's url: repository.url in _config.yml or BIGSPARSE_REPO_URL.
+notebooks: $(STAMP)
+	$(BIN)/bigsparse notebooks $(if $(BIGSPARSE_REPO_URL),--repo-url $(BIGSPARSE_REPO_URL))
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py --out BENCHMARKS.md

@@ -9,7 +9,16 @@ Chapters are jupytext MyST-markdown notebooks in `chapters/` with a `parameters`
    papermill (parameter `scale`), in the repository root so that chapters read the
    same relative paths whether run by hand or here; a chapter whose source, scale and
    library code are unchanged since its last successful run is not run again;
-3. runs `jupyter-book build` on the staging folder, writing `_build/html/`.
+3. runs `jupyter-book build` on the staging folder, writing `_build/html/`, and copies the
+   figures' data (CSV files the chapters write through `bigsparse_lib.figures`) to
+   `_build/html/data/`, next to the pages that link them.
+
+The repository URL is one setting, `repository.url` in `_config.yml`, overridden by the
+environment variable `BIGSPARSE_REPO_URL` or `bigsparse book --repo-url`. Empty (the default),
+the book has no repository, issues or launch buttons. Set, the build turns them on and writes
+the launch targets: one notebook per chapter under `notebooks/` (`write_notebooks`), which the
+Colab and Binder buttons open at `<url>/blob/<branch>/notebooks/<chapter>.ipynb`. They exist on
+GitHub once the published branch (`repository.branch`) carries the `notebooks/` folder.
 
 A cell that raises stops the build with the chapter's name: a page with an error
 output never reaches the book.
@@ -19,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCALES = ("smoke", "toy", "full")
 FRAME = ("_config.yml", "_toc.yml", "references.bib")
 KERNEL = "python3"
+REPO_ENV = "BIGSPARSE_REPO_URL"
+NOTEBOOKS = "notebooks"  # the launch targets, relative to the repository root (= repository.path_to_book)
+FIGURE_DATA = "data"     # figure CSVs: <stage>/data/<chapter>/<figure>.csv -> _build/html/data/...
+_GITHUB = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 def check_scale(scale) -> str:
@@ -74,6 +88,93 @@ def chapters(root: Path = ROOT) -> list[str]:
     return [n for n in names if (root / f"{n}.md").is_file()]
 
 
+def repository(root: Path = ROOT, repo_url: str | None = None) -> tuple[str, str]:
+    """(url, branch) of the repository the book is published from; url "" when none is set.
+
+    The url is `repo_url` if given, else $BIGSPARSE_REPO_URL, else `repository.url` of
+    `_config.yml`. Colab opens notebooks from GitHub only, so a set url must be
+    `https://github.com/OWNER/REPO`.
+    """
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text()).get("repository") or {}
+    url = repo_url if repo_url is not None else os.environ.get(REPO_ENV, config.get("url") or "")
+    url = url.strip().rstrip("/").removesuffix(".git")
+    if url and not _GITHUB.fullmatch(url):
+        raise InputError(f"--repo-url (or {REPO_ENV}, or repository.url in _config.yml) must be "
+                         f"https://github.com/OWNER/REPO, got {url!r}")
+    return url, str(config.get("branch") or "main")
+
+
+def staged_config(root: Path, repo_url: str) -> dict:
+    """`_config.yml` as the build uses it: the repository, issues and launch buttons only with a url."""
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config.setdefault("repository", {})
+    config["repository"]["url"] = repo_url
+    config["repository"]["path_to_book"] = NOTEBOOKS  # the launch buttons open notebooks/<chapter>.ipynb
+    html = config.setdefault("html", {})
+    html["use_repository_button"] = html["use_issues_button"] = bool(repo_url)
+    if not repo_url:
+        config.pop("launch_buttons", None)  # no repository, nothing to launch
+    return config
+
+
+def _setup_cell(repo_url: str, branch: str) -> str:
+    return f"""\
+# Setup on Colab or Binder: install bigsparse when it does not import (a no-op in the book's own
+# environment), then work from the repository root when there is one (chapters use relative paths).
+import importlib.util, os, pathlib, subprocess, sys
+
+if importlib.util.find_spec("bigsparse_lib") is None:
+    # --ignore-requires-python: Colab's Python may be newer than the 3.11 the project pins
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--ignore-requires-python",
+                    "bigsparse @ git+{repo_url}@{branch}"], check=True)
+_here = pathlib.Path.cwd()
+_root = next((p for p in (_here, *_here.parents) if (p / "_toc.yml").is_file()), None)
+if _root is not None:
+    os.chdir(_root)"""
+
+
+def launch_notebook(name: str, repo_url: str, branch: str, *, root: Path = ROOT):
+    """The notebook the Colab and Binder buttons open for chapter `name`.
+
+    The chapter's own cells, after a first setup cell (`_setup_cell`), with the `parameters`
+    cell set to `scale = "smoke"`: a free Colab or Binder machine runs a chapter in seconds
+    at smoke scale; change it to "toy" for the book's numbers.
+    """
+    import jupytext
+    import nbformat
+
+    nb = jupytext.read(root / f"{name}.md")
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.metadata.pop("jupytext", None)
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source = re.sub(r'^scale\s*=\s*"toy"', 'scale = "smoke"  # "toy" gives the book\'s numbers '
+                                 '(minutes on a laptop CPU)', cell.source, flags=re.M)
+    setup = nbformat.v4.new_code_cell(_setup_cell(repo_url, branch), metadata={"tags": ["setup"]})
+    nb.cells.insert(0, setup)
+    return nb
+
+
+def write_notebooks(repo_url: str, branch: str, *, root: Path = ROOT, out: Path | None = None) -> list[Path]:
+    """Write `launch_notebook` of every chapter to `<out>/<chapter>.ipynb` (out: `<root>/notebooks`)."""
+    import nbformat
+
+    if not repo_url:
+        raise InputError(f"a repository url is needed (--repo-url, {REPO_ENV}, or repository.url in _config.yml)")
+    out = out or root / NOTEBOOKS
+    written = []
+    for name in chapters(root):
+        target = out / f"{name}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(launch_notebook(name, repo_url, branch, root=root), target)
+        written.append(target)
+    return written
+
+
 def _library_digest(root: Path) -> str:
     """A hash of the library's source: a changed library re-executes every chapter."""
     h = hashlib.sha256()
@@ -107,10 +208,15 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
     unexecuted = target.with_suffix(".input.ipynb")
     nbformat.write(nb, unexecuted)
     t0 = time.perf_counter()
-    # The kernel inherits this process's environment; MPLBACKEND=Agg (set by make and the tests)
-    # would make plt.show() draw nothing, so the kernel gets the inline backend that records figures.
-    backend = os.environ.get("MPLBACKEND")
+    # MPLBACKEND=Agg (set by make and the tests) would make plt.show() draw nothing, so the kernel
+    # gets the inline backend that records figures.
+    # The kernel inherits this process's environment: it also learns where `bigsparse_lib.figures`
+    # writes the figures' CSV files (beside the executed notebooks, copied into the HTML by `build`).
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "BIGSPARSE_FIGURE_DATA", "BIGSPARSE_PAGE", "BIGSPARSE_SCALE")}
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ["BIGSPARSE_FIGURE_DATA"] = str(out / FIGURE_DATA)
+    os.environ["BIGSPARSE_PAGE"] = name
+    os.environ["BIGSPARSE_SCALE"] = scale
     try:
         papermill.execute_notebook(
             str(unexecuted), str(target), parameters={"scale": scale}, kernel_name=KERNEL,
@@ -121,10 +227,11 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
         raise RuntimeError(f"chapter {name} failed at scale {scale!r}: {e.ename}: {e.evalue}") from None
     finally:
         unexecuted.unlink(missing_ok=True)
-        if backend is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = backend
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     seconds = time.perf_counter() - t0
     done = nbformat.read(target, as_version=4)
     done.metadata["bigsparse"] = {"digest": digest, "scale": scale, "seconds": round(seconds, 1)}
@@ -136,19 +243,26 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
 
 
 def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, html: bool = True,
-          only: list[str] | None = None, force: bool = False, output: Path | None = None) -> list[ChapterRun]:
+          only: list[str] | None = None, force: bool = False, output: Path | None = None,
+          repo_url: str | None = None, notebooks: Path | None = None) -> list[ChapterRun]:
     """Execute the chapters at `scale` and (optionally) build the HTML into `<output>/_build/html`.
 
     `output` defaults to the repository root; `stage` (the executed notebooks) to `_executed/<scale>`.
+    `repo_url` overrides `repository.url` (see `repository`); when a url is set, the launch
+    notebooks are written to `notebooks` (default `<root>/notebooks`).
     """
+    import yaml
+
     if scale not in SCALES:
         raise InputError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    url, branch = repository(root, repo_url)
     stage = stage or root / "_executed" / scale
     if force and stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
     for name in FRAME:
         shutil.copy2(root / name, stage / name)
+    (stage / "_config.yml").write_text(yaml.safe_dump(staged_config(root, url), sort_keys=False))
     for extra in ("images",):
         if (root / extra).is_dir():
             shutil.copytree(root / extra, stage / extra, dirs_exist_ok=True)
@@ -175,4 +289,9 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
             shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)  # every page is then re-read and written
         subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage),
                         "--path-output", str(out), "--quiet"], check=True, env=env)
+        data = stage / FIGURE_DATA
+        if data.is_dir():
+            shutil.copytree(data, out / "_build" / "html" / FIGURE_DATA, dirs_exist_ok=True)
+        if url:
+            write_notebooks(url, branch, root=root, out=notebooks)
     return runs

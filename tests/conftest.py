@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parents[1]
+TEST_REPO_URL = "https://github.com/bigsparse-test/bigsparse"  # the smoke book's repository.url (not a real one)
 
 
 @pytest.fixture(scope="session")
@@ -38,5 +39,8 @@ def smoke_html(smoke_stage, tmp_path_factory, released):
 
     released("t5"), released("vit"), released("chinchilla")  # the chapters read them; skip without them
     out = tmp_path_factory.mktemp("smoke-book")
-    book.build("smoke", root=ROOT, stage=smoke_stage, output=out)
+    # with a repository url, so that the launch and repository buttons are there to check; the launch
+    # notebooks go to <out>/notebooks, standing in for the repository's notebooks/ (tests/test_links.py)
+    book.build("smoke", root=ROOT, stage=smoke_stage, output=out, repo_url=TEST_REPO_URL,
+               notebooks=out / book.NOTEBOOKS)
     return out / "_build" / "html"

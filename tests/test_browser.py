@@ -227,6 +227,50 @@ def test_chapter_page_loads_with_figures_and_math_and_no_error(name, browser, bo
     assert page_problems(browser, f"{base}/{name}.html", requests) == []
 
 
+_LAUNCH_AND_DOWNLOADS = """
+const done = arguments[arguments.length - 1];
+const links = Array.from(document.querySelectorAll('a[href]')).map(a => a.href);
+const launch = links.filter(h => h.includes('colab.research.google.com') || h.includes('mybinder.org'));
+const data = Array.from(document.querySelectorAll('a.bigsparse-figure-data')).map(a => a.href);
+Promise.all(data.map(h => fetch(h).then(r => r.text().then(t => [h, r.status, t.split('\\n')[0]]),
+                                        e => [h, 0, String(e)])))
+  .then(fetched => done({launch: launch, downloads: fetched}));
+"""
+# Chapters whose figures carry their data (bigsparse_lib.figures.publish); the lead's chapters join as converted.
+PUBLISHED_FIGURES = {"chapters/intro", "chapters/core_law", "chapters/optimal_sparsity", "chapters/limit_performance",
+                     "chapters/appendix"}
+
+
+@pytest.mark.slow
+@pytest.mark.book
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_launch_buttons_and_figure_downloads_point_at_existing_targets(name, browser, book_site, smoke_html):
+    """The smoke book is built with a repository url (conftest.py): each chapter's Colab and Binder links open
+    its own launch notebook, which exists; each figure's CSV link downloads a CSV with the figure's columns."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from bigsparse_lib import figures
+    from conftest import TEST_REPO_URL
+
+    base, requests = book_site
+    browser.get(f"{base}/{name}.html")
+    found = browser.execute_async_script(_LAUNCH_AND_DOWNLOADS)
+    target = f"{book.NOTEBOOKS}/{name}.ipynb"
+    owner_repo = urlsplit(TEST_REPO_URL).path.strip("/")
+    colab = [h for h in found["launch"] if "colab.research.google.com" in h]
+    binder = [h for h in found["launch"] if "mybinder.org" in h]
+    assert colab == [f"https://colab.research.google.com/github/{owner_repo}/blob/main/{target}"], colab
+    assert len(binder) == 1 and urlsplit(binder[0]).path == f"/v2/gh/{owner_repo}/main", binder
+    assert parse_qs(urlsplit(binder[0]).query)["urlpath"] == [f"tree/{target}"], binder
+    assert (smoke_html.parents[1] / target).is_file(), f"the launch notebook {target} was not written"
+    downloads = found["downloads"]
+    if name in PUBLISHED_FIGURES:
+        assert downloads, f"{name}: no figure data to download"
+    for href, status, header in downloads:
+        assert status == 200, f"{href}: HTTP {status}"
+        assert header.strip() == ",".join(figures.COLUMNS), f"{href}: not a figure's CSV ({header[:80]!r})"
+
+
 @pytest.mark.slow
 @pytest.mark.book
 def test_landing_page_opens_the_first_chapter(browser, book_site):
