@@ -20,13 +20,15 @@ training; the engine keeps that proportion at every run length
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bigsparse_lib import paper
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.evidence import status
 from bigsparse_lib.pruning import ACDC_PHASE_FRACTION, PruningConfig
 from bigsparse_lib.schedule import GradualSchedule
 
@@ -155,3 +157,135 @@ def table6(runs: pd.DataFrame) -> pd.DataFrame:
                      "ours: GMP ppl": float(np.exp(loss.get("gmp", np.nan))),
                      "ours: AC/DC ppl": float(np.exp(loss.get("acdc", np.nan)))})
     return pd.DataFrame(rows)
+
+
+# ---- The claims of App. B (issue 12) --------------------------------------------------------------------
+DEFAULT = (0.25, 0.75, PAPER_EVERY)  # Table 5's default schedule (App. A)
+SHORTEST = (0.475, 0.625, PAPER_EVERY)  # the shortest pruning window, the one row the paper finds worse
+
+
+def _key(r) -> tuple[float, float, int]:
+    return (round(float(r["start"]), 6), round(float(r["end"]), 6), int(r["frequency"]))
+
+
+@dataclass(frozen=True)
+class ScheduleAblation:
+    """Table 5: the spread of the seven schedules' losses against the seed noise at the same point.
+
+    A schedule is *clearly worse* when its loss exceeds the default schedule's by more than the
+    seed noise (max - min of the default schedule's loss over seeds). The claim: the shortest
+    window (0.475-0.625) is clearly worse and no other schedule is.
+    """
+
+    losses: dict = field(repr=False)  # (start, end, frequency) -> loss (seed 0, the table's)
+    noise: float  # max - min over seeds of the default schedule (NaN: one seed, not measured)
+    seeds: int
+
+    @property
+    def spread(self) -> float:
+        v = np.array(list(self.losses.values()), dtype=np.float64)
+        return float(v.max() - v.min()) if v.size else float("nan")
+
+    @property
+    def spread_over_noise(self) -> float:
+        return self.spread / self.noise if self.noise > 0 else float("nan")
+
+    @property
+    def worse(self) -> list:
+        """The schedules clearly worse than the default, in Table 5's order."""
+        if not np.isfinite(self.noise) or DEFAULT not in self.losses:
+            return []
+        base = self.losses[DEFAULT]
+        return [k for k, v in self.losses.items() if v - base > self.noise]
+
+    @property
+    def passed(self) -> bool | None:
+        if not np.isfinite(self.noise) or DEFAULT not in self.losses or SHORTEST not in self.losses:
+            return None
+        return self.worse == [SHORTEST]
+
+    @property
+    def status(self) -> str:
+        return status(self.passed)
+
+
+def schedule_ablation(t5: pd.DataFrame, seed_losses) -> ScheduleAblation:
+    """`t5`: `table5(...)` (columns start, end, frequency, "ours: loss"); `seed_losses`: the default schedule's
+    loss under every seed run at the same point (fewer than 2: the noise is not measured)."""
+    losses = {_key(r): float(r["ours: loss"]) for _, r in t5.iterrows()}
+    s = np.asarray(seed_losses, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    noise = float(s.max() - s.min()) if s.size >= 2 else float("nan")
+    return ScheduleAblation(losses, noise, int(s.size))
+
+
+@dataclass(frozen=True)
+class GmpVsAcdc:
+    """Table 6: AC/DC minus GMP loss at each (size, S), against a tolerance `tol` (the seed noise).
+
+    The claim: at S = 0.5 the two are equal (|diff| <= tol at every size); at every higher S AC/DC is
+    no better (diff >= -tol) and at the largest size worse (diff > tol). With one size the last part is
+    not measured, and the claim is judged on the other two.
+    """
+
+    rows: pd.DataFrame = field(repr=False, compare=False)  # N, S, diff (AC/DC - GMP loss)
+    tol: float
+
+    def _at(self, S=None, higher=False) -> pd.Series:
+        r = self.rows
+        sel = r["S"] > 0.5 if higher else np.isclose(r["S"], S)
+        return r[sel]
+
+    @property
+    def equal_at_half(self) -> bool | None:
+        d = self._at(0.5)["diff"]
+        return None if d.empty or not np.isfinite(self.tol) else bool((d.abs() <= self.tol).all())
+
+    @property
+    def no_better_higher(self) -> bool | None:
+        d = self._at(higher=True)["diff"]
+        return None if d.empty or not np.isfinite(self.tol) else bool((d >= -self.tol).all())
+
+    @property
+    def worse_at_larger(self) -> bool | None:
+        if self.rows["N"].nunique() < 2 or not np.isfinite(self.tol):
+            return None
+        big = self._at(higher=True)
+        big = big[big["N"] == self.rows["N"].max()]["diff"]
+        return None if big.empty else bool((big > self.tol).all())
+
+    @property
+    def passed(self) -> bool | None:
+        parts = [p for p in (self.equal_at_half, self.no_better_higher, self.worse_at_larger) if p is not None]
+        return None if not parts else all(parts)
+
+    @property
+    def status(self) -> str:
+        return status(self.passed)
+
+
+def gmp_vs_acdc(t6: pd.DataFrame, tol: float) -> GmpVsAcdc:
+    """`t6`: `table6(...)` (columns N, S, "ours: GMP loss", "ours: AC/DC loss"); `tol`: the seed noise."""
+    rows = pd.DataFrame({"N": t6["N"].astype(float), "S": t6["S"].astype(float),
+                         "diff": t6["ours: AC/DC loss"].astype(float) - t6["ours: GMP loss"].astype(float)})
+    return GmpVsAcdc(rows.reset_index(drop=True), float(tol))
+
+
+def regrow_steps(weights, S: float, step_size: float) -> int:
+    """Steps an AC/DC dense phase needs before a weight pruned in the sparse phase can return to the mask.
+
+    A pruned weight restarts the dense phase at 0; it can only enter the next sparse phase's mask if it
+    has grown past the mask's magnitude threshold, the S-quantile of |w| (`weights`: a trained model's
+    prunable weights). An optimizer moves a weight by about `step_size` a step at most (Adam: the
+    learning rate; Adafactor with parameter scaling: lr x RMS(w)), so a dense phase shorter than
+    threshold / step_size steps cannot change the mask: AC/DC reduces to a fixed mask.
+    """
+    w = np.abs(np.asarray(weights, dtype=np.float64).ravel())
+    if w.size == 0 or not step_size > 0:
+        raise InputError("regrow_steps: needs weights and a positive step_size")
+    return int(np.ceil(np.quantile(w, float(S)) / float(step_size)))
+
+
+def acdc_phase(steps: int, regrow: int) -> int:
+    """The AC/DC phase for a run of `steps`: App. B's 10K of 250K, never shorter than `regrow` steps."""
+    return max(acdc_phase_steps(steps), int(regrow))
