@@ -172,3 +172,24 @@ def test_regrow_steps_and_the_phase():
     assert ablations.acdc_phase(10_000, 5) == 400
     with pytest.raises(InputError):
         ablations.regrow_steps(w, 0.5, 0.0)
+
+
+def test_regrow_from_params_reads_the_threshold_of_each_pruned_kernel():
+    k1 = np.array([[0.0, 0.0], [0.3, 0.4]])  # kept 0.3, 0.4: threshold 0.3, RMS sqrt(0.125)
+    k2 = np.array([[0.0, 1.0], [1.0, 1.0]])  # threshold 1, RMS 1
+    dense = np.ones((2, 2))  # no zeros: not pruned, ignored; a bias (1-D) too
+    params = {"a": k1, "b": k2, "c": dense, "bias": np.zeros(3)}
+    expect = np.median([0.3 / (0.01 * math.sqrt(0.125)), 1.0 / 0.01])
+    assert ablations.regrow_from_params(params, 0.01) == pytest.approx(expect)
+    with pytest.raises(InputError):
+        ablations.regrow_from_params({"c": dense}, 0.01)
+
+
+@pytest.mark.parametrize("family", ["t5", "vit"])
+def test_toy_pretrained_grid_prunes_for_5_6_percent_with_50_mask_updates(family):
+    from bigsparse_lib.sweep.grids import PRETRAINED
+    from bigsparse_lib.train import default_schedule
+
+    spec = PRETRAINED[family, "toy"]
+    updates = pretrained.mask_updates(default_schedule(spec.prune_steps, pretrained=True), spec.prune_steps, 0.5)
+    assert pretrained.pruning_budget(spec.pretrain_steps, spec.prune_steps, updates).passed is True
