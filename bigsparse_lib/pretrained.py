@@ -23,9 +23,13 @@ D_scratch is found in two ways:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
+from bigsparse_lib.errors import InputError
+from bigsparse_lib.evidence import status
 from bigsparse_lib.law import SparseLaw
 
 
@@ -117,3 +121,139 @@ def table4(runs: pd.DataFrame, law: SparseLaw | None = None) -> pd.DataFrame:
             row["scratch_max_multiple"] = float(same["data"].max()) / D_prune
         rows.append(row)
     return pd.DataFrame(rows).sort_values(["dense_nnz", "sparsity"]).reset_index(drop=True)
+
+
+# ---- The claims of §4.2 (issue 12) ----------------------------------------------------------------------
+
+TAIL = 0.1  # "very well trained": what the last 10% of pretraining still gains ...
+WELL_TRAINED = 0.01  # ... is under 1% of what the whole pretraining gained (our threshold; the paper says
+# only "very well trained"). On eq. 3 a run whose D-term has flattened this far is far past the knee.
+MIN_MASK_UPDATES = 50  # the pruning schedule must move the mask at least this often
+FRACTION_TOLERANCE = 0.1  # D_prune / D_pre within 10% of the paper's 5.6% (step rounding at toy lengths)
+
+
+@dataclass(frozen=True)
+class WellTrained:
+    """Loss gained by the last TAIL of pretraining against the loss gained by the whole of it."""
+
+    first: float  # loss at the first logged step
+    at_tail: float  # loss at (1 - TAIL) of the run (interpolated between logged steps)
+    last: float  # loss at the end
+    threshold: float = WELL_TRAINED
+
+    @property
+    def share(self) -> float:
+        whole = self.first - self.last
+        return (self.at_tail - self.last) / whole if whole > 0 else float("nan")
+
+    @property
+    def passed(self) -> bool | None:
+        return None if not np.isfinite(self.share) else bool(self.share < self.threshold)
+
+    @property
+    def status(self) -> str:
+        return status(self.passed)
+
+
+def well_trained(steps, losses, *, tail: float = TAIL) -> WellTrained:
+    """`steps`, `losses`: a pretraining run's logged curve (`train.read_log`). The loss at (1 - tail) T is
+    interpolated linearly between the logged steps that bracket it; a curve that never improved has no
+    share (NaN, not measured)."""
+    steps, losses = np.asarray(steps, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    if steps.ndim != 1 or steps.shape != losses.shape or steps.size < 2:
+        raise InputError("well_trained: steps and losses must be 1-D of the same length, at least 2 points")
+    order = np.argsort(steps)
+    steps, losses = steps[order], losses[order]
+    t = steps[0] + (1.0 - tail) * (steps[-1] - steps[0])
+    return WellTrained(float(losses[0]), float(np.interp(t, steps, losses)), float(losses[-1]))
+
+
+def mask_updates(schedule, steps: int, S: float) -> int:
+    """How many times a GMP schedule raises the sparsity over a run of `steps` (`GradualSchedule`)."""
+    s = np.asarray(schedule.sparsity_at_step(np.arange(int(steps) + 1), int(steps), float(S)), dtype=np.float64)
+    return int(np.count_nonzero(np.diff(s) > 1e-12) + (s[0] > 0))
+
+
+@dataclass(frozen=True)
+class PruningBudget:
+    """§4.2's pruning: 5.6% of pretraining (FRACTION_TOLERANCE), with at least MIN_MASK_UPDATES updates."""
+
+    fraction: float  # D_prune / D_pre
+    updates: int
+
+    @property
+    def passed(self) -> bool:
+        from bigsparse_lib.paper import TABLE4_PRUNING_FRACTION as f
+
+        return bool(abs(self.fraction - f) <= FRACTION_TOLERANCE * f and self.updates >= MIN_MASK_UPDATES)
+
+    @property
+    def status(self) -> str:
+        return status(self.passed)
+
+
+def pruning_budget(D_pre: float, D_prune: float, updates: int) -> PruningBudget:
+    return PruningBudget(float(D_prune) / float(D_pre), int(updates))
+
+
+def table4_interval(t4: pd.DataFrame, boot, level: float = 0.95) -> pd.DataFrame:
+    """Table 4 with the bootstrap interval of exc./inc. from the law: eq. 3 solved for D with every
+    resample's law (`fit.Bootstrap`), columns exc_lo, exc_hi, inc_lo, inc_hi."""
+    from bigsparse_lib.fit import percentile_interval
+
+    out = t4.copy()
+    for col in ("exc_lo", "exc_hi", "inc_lo", "inc_hi"):
+        out[col] = np.nan
+    for i, r in t4.iterrows():
+        D = boot.samples(lambda l: data_to_match(l, r["sparsity"], r["nnz"], r["loss_pruned"]))
+        exc = np.asarray(D, dtype=np.float64) / r["D_prune"]
+        inc = inclusive_multiple(exc, r["D_prune"] / r["D_pre"])
+        out.loc[i, ["exc_lo", "exc_hi"]] = percentile_interval(exc, level)
+        out.loc[i, ["inc_lo", "inc_hi"]] = percentile_interval(inc, level)
+    return out
+
+
+@dataclass(frozen=True)
+class Table4Claims:
+    """Table 4's claims on one column pair (`exc_law`/`inc_law` or `exc_runs`/`inc_runs`):
+    exc. > 1 at every (dense size, S); exc. falls with S for every dense size; inc. < 1 everywhere."""
+
+    rows: pd.DataFrame = field(repr=False, compare=False)  # dense_nnz, sparsity, exc, inc
+
+    def _measured(self) -> pd.DataFrame:
+        return self.rows[np.isfinite(self.rows["exc"])]
+
+    @property
+    def exc_above_one(self) -> bool | None:
+        m = self._measured()
+        return None if m.empty else bool((m["exc"] > 1).all())
+
+    @property
+    def exc_falling(self) -> bool | None:
+        m = self._measured()
+        lines = [g.sort_values("sparsity")["exc"].to_numpy() for _, g in m.groupby("dense_nnz")]
+        lines = [x for x in lines if x.size >= 2]
+        return None if not lines else all(bool(np.all(np.diff(x) < 0)) for x in lines)
+
+    @property
+    def inc_below_one(self) -> bool | None:
+        m = self._measured()
+        return None if m.empty else bool((m["inc"] < 1).all())
+
+    @property
+    def passed(self) -> bool | None:
+        parts = [p for p in (self.exc_above_one, self.exc_falling, self.inc_below_one) if p is not None]
+        return None if not parts else all(parts)
+
+    @property
+    def status(self) -> str:
+        return status(self.passed)
+
+
+def table4_claims(t4: pd.DataFrame, source: str = "law") -> Table4Claims:
+    """`t4`: `table4(...)`; `source`: "law" (the paper's way) or "runs" (interpolated from-scratch runs)."""
+    exc, inc = f"exc_{source}", f"inc_{source}"
+    if exc not in t4.columns:
+        return Table4Claims(pd.DataFrame(columns=["dense_nnz", "sparsity", "exc", "inc"], dtype=float))
+    return Table4Claims(t4[["dense_nnz", "sparsity", exc, inc]].set_axis(["dense_nnz", "sparsity", "exc", "inc"], axis=1)
+                        .astype(float).reset_index(drop=True))

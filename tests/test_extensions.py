@@ -122,7 +122,11 @@ def test_table4_from_a_sweep_export():
 def test_table5_grid_is_the_papers_seven_schedules(preset):
     grid = ablations.table5_grid("t5", preset)
     spec = ablations.TABLE5_SPECS[preset]
-    assert len(grid) == len(paper.TABLE5) == 7 and grid.name == "table5"
+    assert len(grid) == len(paper.TABLE5) + spec.seeds - 1 and grid.name == "table5"
+    # the default schedule again under seeds 1 .. seeds-1: the seed noise at Table 5's point
+    assert [c.schedule for c in grid.runs[7:]] == [grid.runs[0].schedule] * (spec.seeds - 1)
+    assert [c.seed for c in grid.runs[7:]] == list(range(1, spec.seeds))
+    grid = grid.runs[:7]
     for cfg, (start, end, freq) in zip(grid, paper.TABLE5):
         assert cfg.schedule == GradualSchedule(start=start, end=end, power=3.0,
                                               every=max(1, round(spec.base_every * freq / 100)))
@@ -136,8 +140,12 @@ def test_table5_grid_is_the_papers_seven_schedules(preset):
 def test_table6_grid_and_acdc_phases():
     grid = ablations.table6_grid("t5", "toy")
     assert sorted({(c.nnz, c.sparsity) for c in grid}) == sorted(
-        (N, S) for N in (6_000,) for S in (0.5, 0.75, 0.875))
-    assert sorted(c.method for c in grid) == ["acdc"] * 3 + ["gmp"] * 3
+        (N, S) for N in (6_000, 24_000) for S in (0.5, 0.75, 0.875))
+    base = [c for c in grid if c.seed == 0]
+    assert sorted(c.method for c in base) == ["acdc"] * 6 + ["gmp"] * 6
+    # GMP at the smaller size and S = 0.5 under two more seeds: the noise the table is read against
+    assert sorted((c.nnz, c.sparsity, c.method, c.seed) for c in grid if c.seed) == [
+        (6_000, 0.5, "gmp", 1), (6_000, 0.5, "gmp", 2)]
     full = ablations.table6_grid("t5", "full")
     assert all(c.steps == 250_000 for c in full)
     # the paper's 10K-step phases in its 250K-step runs; the same 4% of a toy run
