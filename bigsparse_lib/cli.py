@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"bigsparse {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"bigsparse {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # train.Interrupted (SIGTERM/SIGINT) says what was saved
+        print(f"bigsparse {args.command}: interrupted" + (f" by {e}" if str(e) else ""), file=sys.stderr)
         return 130
     return int(code or 0)
 

@@ -24,6 +24,8 @@ import functools
 import json
 import math
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -59,6 +61,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite; `result.json` says so with the reason."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT stopped training: every run in flight was checkpointed at its last
+    finished block, so running the same command again resumes it."""
 
 
 # --------------------------------------------------------------------------------------
@@ -354,6 +361,14 @@ def _manager(out_dir: Path, max_to_keep: int = 2):
         item_handlers={"params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()},
     )
+
+
+def _set_aside(out_dir: Path, step: int) -> Path:
+    """Move checkpoint `step` of a run out of the way (to checkpoints-set-aside/), never deleting it."""
+    where = out_dir / "checkpoints-set-aside" / f"{step}-{int(time.time())}"
+    where.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out_dir / CHECKPOINT_DIR / str(step), where)
+    return where
 
 
 def _save(manager, step: int, params, opt_state, meta: dict) -> None:
@@ -765,20 +780,6 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
         (params, opt_state, _), (loss, counts) = jax.lax.scan(step, (params, opt_state, t), xs, length=K)
         return params, opt_state, loss, counts
 
-    # The block: K divides every run's length, start and stop, and the checkpoint interval.
-    starts = {}
-    for lane in lanes:
-        for i in lane:
-            r = runs[i]
-            r.out_dir.mkdir(parents=True, exist_ok=True)
-            _check_config(r.out_dir, r.config)
-            r.manager = _manager(r.out_dir)
-            starts[i] = r.manager.latest_step() or 0
-            r.end = r.config.steps if stop_after is None else min(r.config.steps, int(stop_after))
-    K = _gcd_block([r.end for lane in lanes for r in map(runs.__getitem__, lane)]
-                   + list(starts.values()) + [c0.checkpoint_every], block or MAX_BLOCK)
-    block_fn = jax.jit(jax.vmap(lane_block, in_axes=(0, 0, 0, 0, None if train_batch else 0)),
-                       donate_argnums=(0, 1))
     R = len(lanes)
 
     def stack(trees):
@@ -802,6 +803,53 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
         single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         on = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=single), tree)  # noqa: E731
         return on(p), on(o)
+
+    def resume_step(r: _Run) -> int:
+        """The newest intact checkpoint of run r that belongs to r's config (0: none).
+
+        A checkpoint that does not restore is reported in one line, set aside (moved, never
+        deleted) and the next older one is tried. A checkpoint of another config (a copied or
+        reused folder, with or without its config.json) is refused before anything is written.
+        """
+        mine = json.loads(json.dumps(r.config.to_dict()))
+        while True:
+            step = r.manager.latest_step()
+            if step is None:
+                return 0
+            try:
+                _, _, meta = _restore(r.manager, step, *solo_shapes(r.index))
+            except Exception as e:  # noqa: BLE001 -- any unreadable checkpoint fails over the same way
+                aside = _set_aside(r.out_dir, step)
+                print(f"bigsparse: checkpoint {step} of {r.out_dir} is unreadable ({type(e).__name__}); "
+                      f"moved to {aside}; resuming from the previous checkpoint", file=sys.stderr)
+                r.manager.close()
+                r.manager = _manager(r.out_dir)
+                continue
+            theirs = meta.get("config")
+            if theirs is not None and theirs != mine:
+                diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+                raise InputError(f"--out {r.out_dir}: its checkpoint at step {step} belongs to a run of a "
+                                 f"different config (differs in {', '.join(diff)}); choose another directory")
+            return step
+
+    # The block: K divides every run's length, start and stop, and the checkpoint interval.
+    starts = {}
+    for lane in lanes:
+        for i in lane:
+            r = runs[i]
+            if (r.out_dir / CHECKPOINT_DIR).is_dir():
+                r.manager = _manager(r.out_dir)
+                starts[i] = resume_step(r)
+            else:
+                starts[i] = 0
+            r.out_dir.mkdir(parents=True, exist_ok=True)
+            _check_config(r.out_dir, r.config)
+            r.manager = r.manager or _manager(r.out_dir)
+            r.end = r.config.steps if stop_after is None else min(r.config.steps, int(stop_after))
+    K = _gcd_block([r.end for lane in lanes for r in map(runs.__getitem__, lane)]
+                   + list(starts.values()) + [c0.checkpoint_every], block or MAX_BLOCK)
+    block_fn = jax.jit(jax.vmap(lane_block, in_axes=(0, 0, 0, 0, None if train_batch else 0)),
+                       donate_argnums=(0, 1))
 
     eval_fn = _eval_program(t0, c0, dtype, device_data)
     queue = [list(lane) for lane in lanes]
@@ -866,8 +914,13 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
         else:
             alive[slot] = False
 
+    signalled: list[str] = []
+    handlers = _catch_signals(signalled)
     try:
         while alive.any():
+            if signalled:
+                _checkpoint_and_stop(signalled[0], [runs[current[s]] for s in np.flatnonzero(alive)],
+                                     jax.device_get((params, opt_state)), np.flatnonzero(alive))
             xs = None if train_batch else host_batches()
             params, opt_state, loss, counts = block_fn(params, opt_state, jnp.asarray(t_local, jnp.int32),
                                                        jax.device_put(lane_in, replicated), xs)
@@ -901,7 +954,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
                         host = jax.device_get((params, opt_state))
                     p_i = jax.tree.map(lambda x: x[slot], host[0])
                     o_i = jax.tree.map(lambda x: x[slot], host[1])
-                    _save(r.manager, done, p_i, o_i, {"spent": r.spent.to_dict()})
+                    _save(r.manager, done, p_i, o_i, {"spent": r.spent.to_dict(), "config": r.config.to_dict()})
                 if done == r.end:
                     if done < r.config.steps:
                         result = {"status": "stopped", "steps": done, "config": r.config.to_dict(),
@@ -924,6 +977,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
                     start_run(slot)
         bar.close()
     finally:
+        _restore_signals(handlers)
         for r in runs:
             if r.manager is not None:
                 r.manager.close()
@@ -933,6 +987,38 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
 
 
 SPLIT_TRAIN, SPLIT_EVAL = 0, 1  # data.toy.SPLIT_IDS
+
+
+def _catch_signals(signalled: list[str]) -> dict:
+    """SIGTERM and SIGINT only note the signal: the loop stops after its current block (in the main
+    thread only; elsewhere the default behaviour stays). Returns the previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        old[sig] = signal.signal(sig, lambda num, _frame: signalled.append(signal.Signals(num).name))
+    return old
+
+
+def _restore_signals(old: dict) -> None:
+    import signal
+
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+def _checkpoint_and_stop(name: str, live: list, host, slots) -> None:
+    """Save every run in flight at its last finished step, then raise `Interrupted`."""
+    for r, slot in zip(live, slots):
+        if r.spent.steps and r.manager.latest_step() != r.spent.steps:
+            _save(r.manager, r.spent.steps, jax.tree.map(lambda x: x[slot], host[0]),
+                  jax.tree.map(lambda x: x[slot], host[1]), {"spent": r.spent.to_dict(), "config": r.config.to_dict()})
+        r.manager.wait_until_finished()
+    where = ", ".join(f"{r.out_dir} at step {r.spent.steps}" for r in live)
+    raise Interrupted(f"{name}: checkpointed {where}; run the same command again to resume")
 
 
 def _eval_program(task: Task, config: TrainConfig, dtype, device_data: bool = True):

@@ -280,6 +280,73 @@ def test_different_config_in_the_same_directory_is_refused(tmp_path):
         run(small_config(steps=10, sparsity=0.75), tmp_path)
 
 
+def test_a_checkpoint_of_another_config_is_refused_without_config_json(tmp_path):
+    """Identity lives with the data: a copied run folder whose config.json is gone still holds a
+    checkpoint that names its config, and a run of another config refuses it before writing."""
+    import shutil
+
+    run(small_config(steps=30), tmp_path / "a", stop_after=20)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "config.json").unlink()
+    with pytest.raises(InputError, match="checkpoint at step 20 belongs to a run of a different config.*sparsity"):
+        run(small_config(steps=30, sparsity=0.75), tmp_path / "b")
+    assert not (tmp_path / "b" / "config.json").exists()  # nothing written
+
+
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(tmp_path, capfd):
+    cfg = small_config(steps=30)
+    full = run(cfg, tmp_path / "full")
+    run(cfg, tmp_path / "cut", stop_after=20)  # checkpoints at 10 and 20
+    for f in (tmp_path / "cut" / "checkpoints" / "20" / "params").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage")
+    resumed = run(cfg, tmp_path / "cut")
+    err = capfd.readouterr().err
+    assert "checkpoint 20 of" in err and "unreadable" in err and "resuming from the previous checkpoint" in err
+    assert resumed["eval_loss"] == full["eval_loss"]  # resumed from step 10: the same numbers
+    aside = list((tmp_path / "cut" / "checkpoints-set-aside").iterdir())
+    assert len(aside) == 1 and aside[0].name.startswith("20-")  # kept, not deleted
+
+
+TERM_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_train import small_config, standin_task
+from bigsparse_lib import train
+cfg = small_config(steps=600, checkpoint_every=300, log_every=3)
+try:
+    train.train(cfg, {out!r}, progress=False, task=standin_task(cfg.seed, cfg.sparsity, delay=0.02))
+except train.Interrupted as e:
+    print("INTERRUPTED", e)
+    sys.exit(130)
+"""
+
+
+def test_sigterm_checkpoints_the_last_block_and_says_how_to_resume(tmp_path):
+    """SIGTERM ends a run cleanly: its last finished block is checkpointed (not only the last
+    periodic checkpoint), a line says how to resume, and resuming gives a never-stopped run's numbers."""
+    import signal
+    import time as _time
+
+    out = tmp_path / "termed"
+    proc = subprocess.Popen([sys.executable, "-c", TERM_SCRIPT.format(tests=str(HERE), out=str(out))], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = _time.time() + 240
+    while _time.time() < deadline and not any(r.get("step", 0) >= 30 for r in train.read_log(out)):
+        _time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "INTERRUPTED SIGTERM: checkpointed" in stdout and "run the same command again to resume" in stdout
+    saved = train._manager(out).latest_step()
+    assert saved is not None and 30 <= saved < 300  # the block it was in, not a periodic checkpoint
+    cfg = small_config(steps=600, checkpoint_every=300, log_every=3)
+    resumed = run(cfg, out)
+    full = run(cfg, tmp_path / "full")
+    assert resumed["eval_loss"] == full["eval_loss"]
+
+
 KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
