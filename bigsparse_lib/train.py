@@ -562,6 +562,7 @@ def _finish(out_dir: Path, config: TrainConfig, sparsifiable, host_params, eval_
 # --------------------------------------------------------------------------------------
 COMPILE_CACHE_ENV = "BIGSPARSE_JAX_CACHE"
 MAX_BLOCK = 100  # steps per dispatch (lax.scan): a killed run redoes at most this many
+XS_BYTES = 256 * 2**20  # the most memory one block's batches (all lanes) may take
 _cache_dir: list[str | None] = []
 
 
@@ -770,7 +771,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
 
         def step(carry, x):
             params, opt_state, t = carry
-            batch = train_batch(lane.seed, jnp.int32(SPLIT_TRAIN), t) if train_batch else x
+            batch = x
             loss, grads = jax.value_and_grad(t0.loss_fn)(params, batch, rng=jax.random.fold_in(step_key, t),
                                                          dtype=dtype)
             updates, opt_state = tx.update(grads, opt_state, params)
@@ -785,12 +786,17 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     def stack(trees):
         return jax.tree.map(lambda *x: np.stack(x), *trees)
 
-    @functools.partial(jax.jit, out_shardings=replicated)
-    def reinit(params, opt_state, lane_in, fresh):
-        """Lanes where `fresh` is True start their (new) run from its initial state."""
-        new_p, new_o = jax.vmap(lane_init)(lane_in)
+    init_all = jax.jit(jax.vmap(lane_init), out_shardings=replicated)
+
+    @functools.partial(jax.jit, out_shardings=replicated, donate_argnums=(0, 1))
+    def pick_fresh(params, opt_state, new_p, new_o, fresh):
         pick = lambda n, o: jnp.where(fresh.reshape((-1,) + (1,) * (o.ndim - 1)), n, o)  # noqa: E731
         return jax.tree.map(pick, new_p, params), jax.tree.map(pick, new_o, opt_state)
+
+    def reinit(params, opt_state, lane_in, fresh):
+        """Lanes where `fresh` is True start their (new) run from its initial state. The initial
+        states come from the same compiled program as the group's first ones (`init_all`)."""
+        return pick_fresh(params, opt_state, *init_all(lane_in), fresh)
 
     @functools.partial(jax.jit, out_shardings=replicated)
     def put_lane(params, opt_state, i, p, o):
@@ -846,10 +852,17 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
             _check_config(r.out_dir, r.config)
             r.manager = r.manager or _manager(r.out_dir)
             r.end = r.config.steps if stop_after is None else min(r.config.steps, int(stop_after))
+    # A block's batches are at most XS_BYTES: K steps of R lanes' batches live at once.
+    example = jax.eval_shape(lambda: train_batch(jnp.int32(0), jnp.int32(0), jnp.int32(0))) if train_batch else \
+        t0.train_data.batch(0, c0.batch_size)
+    per_step = sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(example))
+    most = max(1, min(block or MAX_BLOCK, XS_BYTES // max(1, R * per_step)))
     K = _gcd_block([r.end for lane in lanes for r in map(runs.__getitem__, lane)]
-                   + list(starts.values()) + [c0.checkpoint_every], block or MAX_BLOCK)
-    block_fn = jax.jit(jax.vmap(lane_block, in_axes=(0, 0, 0, 0, None if train_batch else 0)),
-                       donate_argnums=(0, 1))
+                   + list(starts.values()) + [c0.checkpoint_every], most)
+    block_fn = jax.jit(jax.vmap(lane_block), donate_argnums=(0, 1))
+    # The synthetic streams' batches come from their own compiled program, shared by every width
+    # (the data do not depend on the model): each width's program compiles only the model's step.
+    gen_fn = _batch_block_program(train_batch, K) if train_batch else None
 
     eval_fn = _eval_program(t0, c0, dtype, device_data)
     queue = [list(lane) for lane in lanes]
@@ -857,7 +870,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     t_local = np.zeros(R, np.int64)
     alive = np.ones(R, bool)
     lane_in = stack([lane_inputs(i) for i in current])
-    params, opt_state = jax.jit(jax.vmap(lane_init), out_shardings=replicated)(lane_in)
+    params, opt_state = init_all(lane_in)
 
     def start_run(slot: int) -> None:
         """Load run current[slot] into its lane: fresh init (done by `reinit`), a checkpoint, or --init."""
@@ -921,7 +934,8 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
             if signalled:
                 _checkpoint_and_stop(signalled[0], [runs[current[s]] for s in np.flatnonzero(alive)],
                                      jax.device_get((params, opt_state)), np.flatnonzero(alive))
-            xs = None if train_batch else host_batches()
+            xs = (gen_fn(jnp.asarray([configs[i].seed for i in current], jnp.int32), jnp.asarray(t_local, jnp.int32))
+                  if gen_fn else host_batches())
             params, opt_state, loss, counts = block_fn(params, opt_state, jnp.asarray(t_local, jnp.int32),
                                                        jax.device_put(lane_in, replicated), xs)
             loss, counts = jax.device_get((loss, counts))
@@ -989,6 +1003,14 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
 SPLIT_TRAIN, SPLIT_EVAL = 0, 1  # data.toy.SPLIT_IDS
 
 
+def _batch_block_program(make, K: int):
+    """(seeds [R], starts [R]) -> the training batches of steps start .. start+K-1 of R runs, [R, K, ...],
+    generated on the device by a stream's `device_batch_fn` (`make`)."""
+    def lane(seed, t0):
+        return jax.vmap(lambda k: make(seed, jnp.int32(SPLIT_TRAIN), t0 + k))(jnp.arange(K, dtype=jnp.int32))
+    return jax.jit(jax.vmap(lane))
+
+
 def _catch_signals(signalled: list[str]) -> dict:
     """SIGTERM and SIGINT only note the signal: the loop stops after its current block (in the main
     thread only; elsewhere the default behaviour stays). Returns the previous handlers."""
@@ -1035,15 +1057,13 @@ def _eval_program(task: Task, config: TrainConfig, dtype, device_data: bool = Tr
             return float(np.mean([float(x) for x in losses]))
         return evaluate
     make = device_batch(config.batch_size)
-
-    @functools.partial(jax.jit, static_argnums=2)
-    def mean_loss(params, seed, batches):
-        per_batch = jax.lax.map(lambda i: task.loss_fn(params, make(seed, jnp.int32(SPLIT_EVAL), i), rng=None,
-                                                       dtype=dtype), jnp.arange(batches, dtype=jnp.int32))
-        return jnp.mean(per_batch.astype(jnp.float32))
+    gen = jax.jit(lambda seed, n: jax.vmap(lambda i: make(seed, jnp.int32(SPLIT_EVAL), i))(jnp.arange(n, dtype=jnp.int32)),
+                  static_argnums=1)
+    mean_loss = jax.jit(lambda params, batches: jnp.mean(jax.lax.map(
+        lambda b: task.loss_fn(params, b, rng=None, dtype=dtype).astype(jnp.float32), batches)))
 
     def evaluate(params, run_task: Task, c: TrainConfig) -> float:
-        return float(mean_loss(params, jnp.int32(c.seed), int(c.eval_batches)))
+        return float(mean_loss(params, gen(jnp.int32(c.seed), int(c.eval_batches))))
     return evaluate
 
 
