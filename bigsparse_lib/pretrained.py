@@ -221,7 +221,9 @@ class Table4Claims:
     rows: pd.DataFrame = field(repr=False, compare=False)  # dense_nnz, sparsity, exc, inc
 
     def _measured(self) -> pd.DataFrame:
-        return self.rows[np.isfinite(self.rows["exc"])]
+        # +inf is a measurement (the pruned loss is below the law's limit: no amount of data from scratch
+        # reaches it, exc. = inc. = inf); NaN is not (no law, or no bracketing runs)
+        return self.rows[~np.isnan(self.rows["exc"])]
 
     @property
     def exc_above_one(self) -> bool | None:

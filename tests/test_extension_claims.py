@@ -123,6 +123,8 @@ def test_table4_claims_on_the_papers_table_and_broken_ones():
     assert pretrained.table4_claims(t4([4.0, 2.0, 0.8], [0.2] * 3)).exc_above_one is False
     assert pretrained.table4_claims(t4([4.0, 3.0, 2.0], [1.2, 0.2, 0.1])).passed is False
     assert pretrained.table4_claims(t4([np.nan] * 3, [np.nan] * 3)).passed is None
+    unreachable = pretrained.table4_claims(t4([np.inf, 3.0, 2.0], [np.inf, 0.2, 0.1]))  # from scratch never gets there
+    assert unreachable.exc_above_one is True and unreachable.inc_below_one is False
     assert pretrained.table4_claims(t4([4.0] * 3, [0.2] * 3), source="runs").passed is None
 
 
