@@ -293,11 +293,13 @@ def test_a_checkpoint_of_another_config_is_refused_without_config_json(tmp_path)
     assert not (tmp_path / "b" / "config.json").exists()  # nothing written
 
 
-def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(tmp_path, capfd):
+@pytest.mark.parametrize("item", ["params", "opt_state", "meta"])
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(tmp_path, capfd, item):
+    """Each item of the latest checkpoint (weights, optimizer state, metadata) corrupted in turn."""
     cfg = small_config(steps=30)
     full = run(cfg, tmp_path / "full")
     run(cfg, tmp_path / "cut", stop_after=20)  # checkpoints at 10 and 20
-    for f in (tmp_path / "cut" / "checkpoints" / "20" / "params").rglob("*"):
+    for f in (tmp_path / "cut" / "checkpoints" / "20" / item).rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\0garbage")
     resumed = run(cfg, tmp_path / "cut")
