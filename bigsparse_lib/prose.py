@@ -59,19 +59,22 @@ class Finding:
         return f"{self.where}: {self.number!r} typed in prose: ...{self.context}..."
 
 
-def glue(name: str, value) -> None:
+def glue(name: str, value, display: bool = False) -> None:
     """Record `value` under `name` for {glue:text}`name` (myst-nb's `glue(..., display=False)`).
 
     numpy scalars become Python numbers, so that a format spec (`name:.2f`) applies.
+    `display=True` also shows the value in the cell's output, as myst-nb's glue does.
     """
     import IPython
-    from IPython.display import display
+    import IPython.display as ipd
 
     if hasattr(value, "item") and getattr(value, "shape", None) == ():
         value = value.item()
     bundle, metadata = IPython.core.formatters.format_display_data(value)
     metadata["scrapbook"] = {"name": name, "mime_prefix": GLUE_PREFIX}
-    display({GLUE_PREFIX + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
+    ipd.display({GLUE_PREFIX + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
+    if display:
+        ipd.display(value)
 
 
 def _strip(text: str) -> str:
