@@ -637,6 +637,7 @@ class _Run:
     end: int = 0  # the step this call trains it to (its length, or stop_after)
     logged: list = dataclasses.field(default_factory=list)  # (loss, nnz) since the last log record
     result: dict | None = None
+    pretrained: Any = None  # the --init checkpoint's weights, checked against the model before anything is written
 
 
 def _gcd_block(values, most: int) -> int:
@@ -848,6 +849,8 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
                 starts[i] = resume_step(r)
             else:
                 starts[i] = 0
+            if starts[i] == 0 and r.config.init is not None:  # a mismatched --init is refused here, first
+                r.pretrained = load_params(r.config.init, like=params_shape)
             r.out_dir.mkdir(parents=True, exist_ok=True)
             _check_config(r.out_dir, r.config)
             r.manager = r.manager or _manager(r.out_dir)
@@ -887,7 +890,8 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
             assert r.spent.steps == step, (r.spent, step)
             params, opt_state = put_lane(params, opt_state, slot, p, o)
         elif r.config.init is not None:
-            p = jax.device_put(load_params(r.config.init, like=params_shape), replicated)
+            p = jax.device_put(r.pretrained, replicated)
+            r.pretrained = None
             o = make_tx(jax.tree.map(jnp.asarray, lane_inputs(r.index)), r.config).init(p)
             params, opt_state = put_lane(params, opt_state, slot, p, o)
 
