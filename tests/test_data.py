@@ -144,7 +144,9 @@ def brute_log_prob(lang: toy.ZipfPhraseLanguage, row) -> float:
 def test_language_likelihoods_match_enumeration():
     spec = toy.LanguageSpec(num_phrases=3, min_len=1, max_len=2, noise=0.1, task_seed=3)
     lang = toy.ZipfPhraseLanguage(spec, num_tokens=3)
-    row = lang.sample(np.random.default_rng(0), 1, 8)[0]
+    import jax
+
+    row = lang.rows_from_draws(lang.draws(jax.random.key(0), 1, 8), 8)[0]
     assert lang.log_prob(row) == pytest.approx(brute_log_prob(lang, row), rel=1e-10)
     # Visible: 2 tokens, 3 hidden, 3 tokens, then the hidden tail; the 3 hidden noise
     # tokens split (1, 2) or (2, 1) over the 2 noise spans, contents summed over.
