@@ -311,10 +311,12 @@ def test_text_output_shows_non_finite_as_na():
     """Item 13: JSON carries a non-finite derived value as null; the text table prints n/a, not a crash."""
     from bigsparse_lib.commands import fit as cmd
 
-    r = {"settings": {"dense": False, "delta": 1e-3, "log": True, "seed": 0, "best_rtol": 1e-6, "fixed": {}},
+    r = {"settings": {"method": "starts", "form": "eq3", "dense": False, "delta": 1e-3, "log": True, "seed": 0,
+                      "best_rtol": 1e-6, "fixed": {}, "bootstrap": 0},
          "n_points": 48, "starts": 2, "objective": 1e-5, "converged_to_best": 1, "intervals": {"gain@0.5": [None, 2.0]},
          "coefs": GOOD, "derived": {"gain@0.5": None, "onset@0.5": 3.0},
-         "predictions": [{"sparsity": 0.5, "nnz": 1e7, "data": 1e9, "loss": None, "lo": None, "hi": None}]}
+         "predictions": [{"sparsity": 0.5, "nnz": 1e7, "data": 1e9, "loss": None, "lo": None, "hi": None,
+                          "outside": {"log_N": 0.0, "log_D": 0.0}, "extrapolation": [None, None], "run": [None, None]}]}
     text = cmd._text(r)
     assert "gain@0.5" in text and "n/a" in text and "[          n/a,             2]" in text
 
