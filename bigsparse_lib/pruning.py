@@ -242,38 +242,39 @@ def topk_masks(scores, ks):
     For floats >= 0 the int32 bit pattern orders like the value, so each tensor's k-th largest
     score is found by bisection on the bit pattern: 31 counting passes, O(31 n), instead of a
     sort (XLA's CPU sort of a 2.4M-entry kernel takes seconds). The tensors are bisected
-    together -- one loop whose counts are segment sums over the concatenated scores -- so a
-    model with dozens of pruned kernels compiles one loop, not dozens. Deterministic on every
-    backend; ties go to the lower flat index within each tensor.
+    together in one loop, so a model with dozens of pruned kernels compiles one loop, not
+    dozens. Each pass counts every tensor with its own reduction: a segment sum over the
+    concatenated scores is a scatter-add, which XLA's CPU backend runs element by element (it
+    cost a toy T5 step more than its matrix products, and every step once vmapped over
+    lanes). Deterministic on every backend; ties go to the lower flat index within each tensor.
     """
     scores = [jnp.asarray(s).astype(jnp.float32) for s in scores]
     n = len(scores)
     if n == 0:
         return []
-    sizes = [int(s.size) for s in scores]
-    bits = jax.lax.bitcast_convert_type(jnp.concatenate([s.reshape(-1) for s in scores]), jnp.int32)
-    seg = jnp.asarray(np.repeat(np.arange(n), sizes), jnp.int32)
+    bits = [jax.lax.bitcast_convert_type(s.reshape(-1), jnp.int32) for s in scores]
     k = jnp.stack([jnp.asarray(x, jnp.int32) for x in ks])
-    count = lambda flags: jax.ops.segment_sum(flags.astype(jnp.int32), seg, num_segments=n)  # noqa: E731
+
+    def count(threshold, strict: bool = False):  # per tensor: entries >= (or >) its threshold
+        return jnp.stack([jnp.sum((b > t) if strict else (b >= t), dtype=jnp.int32)
+                          for b, t in zip(bits, threshold)])
 
     def bisect(_, lo_hi):
         lo, hi = lo_hi  # invariant per tensor: count(bits >= lo) >= k > count(bits >= hi)
         mid = lo + (hi - lo) // 2
-        enough = count(bits >= mid[seg]) >= k
+        enough = count(list(mid)) >= k
         return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
 
     inf_bits = 0x7F800000
     kth, _ = jax.lax.fori_loop(0, 31, bisect, (jnp.zeros(n, jnp.int32), jnp.full(n, inf_bits + 1, jnp.int32)))
-    above = bits > kth[seg]
-    tie = bits == kth[seg]
-    room = k - count(above)
-    # rank of each tie within its own tensor: a running count restarted at each tensor's start
-    ties = jnp.cumsum(tie.astype(jnp.int32))
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    before = jnp.concatenate([jnp.zeros(1, jnp.int32), ties])[jnp.asarray(starts)]
-    keep = above | (tie & (ties - before[seg] <= room[seg]))
-    offsets = np.cumsum([0] + sizes)
-    return [keep[a:b].reshape(s.shape) for a, b, s in zip(offsets[:-1], offsets[1:], scores)]
+    room = k - count(list(kth), strict=True)
+    out = []
+    for i, (b, s) in enumerate(zip(bits, scores)):
+        tie = b == kth[i]
+        # rank of each tie within its tensor (1, 2, ...): the first `room` ties are kept
+        keep = (b > kth[i]) | (tie & (jnp.cumsum(tie.astype(jnp.int32)) <= room[i]))
+        out.append(keep.reshape(s.shape))
+    return out
 
 
 def _nm_top(score, n: int, m: int):
@@ -386,7 +387,8 @@ def final_keep(targets, params_shape) -> list:
 
 
 def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_targets, flat_keep,
-                    total_steps, config: PruningConfig = PruningConfig()) -> optax.GradientTransformation:
+                    total_steps, config: PruningConfig = PruningConfig(),
+                    axis_name: str | None = None) -> optax.GradientTransformation:
     """`sparsify` on flat per-leaf targets, which may be traced (the engine's vmapped groups).
 
     A leaf whose target is a Python 0.0 is dense; any other leaf is pruned (a traced target
@@ -394,6 +396,12 @@ def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_target
     in float64 outside the trace (`final_keep`); None computes it from concrete targets.
     `total_steps`: the run's length (int), or its `Clock`, whose fields may be traced: then one
     compiled program serves runs of every length.
+
+    `axis_name`: the `jax.vmap` axis of the engine's lanes, when the update runs vmapped. Under
+    vmap a `lax.cond` whose predicate differs between lanes becomes a select that computes both
+    branches, so every lane would recompute its masks on every step. With the axis named, the
+    masks are recomputed (for every lane, kept only where due) on the steps where any lane is
+    due, and the other steps skip the top-k entirely.
     """
     if not isinstance(total_steps, Clock):
         total_steps = int(total_steps)
@@ -449,8 +457,14 @@ def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_target
         flat_m = treedef.flatten_up_to(state.masks)
         step = state.count
         if any_sparse:
-            flat_m = jax.lax.cond(config.update_due(step, total_steps),
-                                  lambda ps: new_masks(ps, step), lambda ps: list(flat_m), flat_p)
+            due = config.update_due(step, total_steps)
+            if axis_name is None:
+                flat_m = jax.lax.cond(due, lambda ps: new_masks(ps, step), lambda ps: list(flat_m), flat_p)
+            else:  # the predicate is the same for all lanes, so the cond stays a cond under vmap
+                def moved(ps):
+                    return [jnp.where(due, new, old) for new, old in zip(new_masks(ps, step), flat_m)]
+                flat_m = jax.lax.cond(jax.lax.psum(due.astype(jnp.int32), axis_name) > 0,
+                                      moved, lambda ps: list(flat_m), flat_p)
         masked_p = [p if m.ndim == 0 else jnp.where(m, p, jnp.zeros_like(p)) for p, m in zip(flat_p, flat_m)]
         inner_updates, inner_state = inner.update(updates, state.inner_state, treedef.unflatten(masked_p))
         flat_u = treedef.flatten_up_to(inner_updates)

@@ -561,6 +561,7 @@ def _finish(out_dir: Path, config: TrainConfig, sparsifiable, host_params, eval_
 # The engine: lanes of runs in one compiled program, many steps per dispatch.
 # --------------------------------------------------------------------------------------
 COMPILE_CACHE_ENV = "BIGSPARSE_JAX_CACHE"
+LANES = "lanes"  # the vmap axis of a group's lanes (pruning.sparsify_leaves' axis_name)
 MAX_BLOCK = 100  # steps per dispatch (lax.scan): a killed run redoes at most this many
 XS_BYTES = 256 * 2**20  # the most memory one block's batches (all lanes) may take
 _cache_dir: list[str | None] = []
@@ -744,7 +745,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
         return LaneInputs(seed=np.int32(c.seed), clock=pruning.Clock(*(np.int32(v) for v in clock)),
                           S=np.asarray(S, np.float32), k=np.asarray(k, np.int32))
 
-    def make_tx(lane: LaneInputs, config: TrainConfig):
+    def make_tx(lane: LaneInputs, config: TrainConfig, axis_name: str | None = None):
         if t0.optimizer is not None:  # a task's own optimizer (tests' stand-ins): one static run
             return t0.optimizer(config, t0)
         inner = optim.for_family(config.family, lane.clock.total, config.preset,
@@ -752,7 +753,8 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
         S_leaves, k_leaves = [0.0] * len(sizes), list(sizes)
         for n, j in enumerate(cols):
             S_leaves[j], k_leaves[j] = lane.S[n], lane.k[n]
-        return pruning.sparsify_leaves(inner, target_def, S_leaves, k_leaves, lane.clock, prune_cfg)
+        return pruning.sparsify_leaves(inner, target_def, S_leaves, k_leaves, lane.clock, prune_cfg,
+                                       axis_name=axis_name)
 
     def nnz(params):
         leaves = [x for x, f in zip(jax.tree.leaves(params), flags) if f]
@@ -767,7 +769,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
 
     def lane_block(params, opt_state, t, lane: LaneInputs, xs):
         """K steps of one lane's run from its step t (lax.scan); per step: loss, nnz per kernel."""
-        tx = make_tx(lane, c0)
+        tx = make_tx(lane, c0, axis_name=LANES)
         step_key = jax.random.fold_in(jax.random.key(lane.seed), 1)
 
         def step(carry, x):
@@ -862,7 +864,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     most = max(1, min(block or MAX_BLOCK, XS_BYTES // max(1, R * per_step)))
     K = _gcd_block([r.end for lane in lanes for r in map(runs.__getitem__, lane)]
                    + list(starts.values()) + [c0.checkpoint_every], most)
-    block_fn = jax.jit(jax.vmap(lane_block), donate_argnums=(0, 1))
+    block_fn = jax.jit(jax.vmap(lane_block, axis_name=LANES), donate_argnums=(0, 1))
     # The synthetic streams' batches come from their own compiled program, shared by every width
     # (the data do not depend on the model): each width's program compiles only the model's step.
     gen_fn = _batch_block_program(train_batch, K) if train_batch else None

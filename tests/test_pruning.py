@@ -316,3 +316,45 @@ def test_topk_masks_of_many_tensors_equal_a_sort_per_tensor():
             np.testing.assert_array_equal(np.asarray(g), _topk_reference(score, k))
     w = rng.standard_normal((8, 4)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(pruning.unstructured_mask(w, 0.75)), _topk_reference(np.abs(w), 8))
+
+
+def test_vmapped_lanes_with_the_axis_named_prune_as_each_run_alone():
+    """The engine's lanes (`train.train_runs`): runs of different lengths and targets vmapped
+    over a named axis. Each lane's masks and weights equal its run trained alone, and the
+    mask update only runs (for all lanes) on steps where some lane is due."""
+    flat = [randn((12, 10), 1), randn((7, 9), 2)]
+    params = {"a": flat[0], "b": flat[1]}
+    target_def = jax.tree_util.tree_structure(params)
+    config = PruningConfig(schedule=GradualSchedule(every=3))
+    lanes = [(0.75, 30), (0.5, 18)]  # (S, length): the lanes' update steps differ
+    inner = optax.sgd(0.05)
+
+    def tx_for(S, clock, axis_name=None):
+        return pruning.sparsify_leaves(inner, target_def, [S, S], [pruning.keep_count(S, 120), pruning.keep_count(S, 63)],
+                                       clock, config, axis_name=axis_name)
+
+    def grads(t):
+        return jax.tree.map(lambda p: jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(7), t * 100 + p.size),
+                                                        p.shape), params)
+
+    def train(S, clock, T, axis_name=None):
+        tx = tx_for(S, clock, axis_name)
+        p, state = params, tx.init(params)
+        for t in range(T):
+            u, state = tx.update(grads(t), state, p)
+            p = optax.apply_updates(p, u)
+        return p, pruning.masks(state)
+
+    T = 12  # every lane still ramping: the masks differ from step to step
+    alone = [train(S, config.clock(L), T) for S, L in lanes]
+    S_in = jnp.asarray([S for S, _ in lanes], jnp.float32)
+    clocks = pruning.Clock(*(jnp.asarray([getattr(config.clock(L), f) for _, L in lanes], jnp.int32)
+                             for f in pruning.Clock._fields))
+    together = jax.vmap(lambda S, clock: train(S, clock, T, axis_name="lanes"), axis_name="lanes")(S_in, clocks)
+    for i, (p_alone, m_alone) in enumerate(alone):
+        for k in ("a", "b"):
+            np.testing.assert_array_equal(np.asarray(together[1][k][i]), np.asarray(m_alone[k]))
+            np.testing.assert_allclose(np.asarray(together[0][k][i]), np.asarray(p_alone[k]), rtol=1e-6, atol=1e-7)
+    # and the update is a real cond, not a select: the jaxpr keeps one
+    jaxpr = jax.make_jaxpr(jax.vmap(lambda S, clock: train(S, clock, 1, axis_name="lanes"), axis_name="lanes"))(S_in, clocks)
+    assert "cond" in str(jaxpr)
