@@ -101,7 +101,7 @@ def make_step(task, tx, flags, dtype, mesh):
 
 def build(family: str, preset: str, mode: str, dtype: str, batch_size: int | None, S: float = 0.5) -> Variant:
     """mode: "dense" (optimizer alone), "masked" (fixed mask), "ramp" (GMP, mask recomputed every `every`)."""
-    recipe = train.PRESETS[family][preset]
+    recipe = train.RECIPES[family][preset]
     steps = recipe.steps
     every = train.mask_update_every(steps)
     schedule = {"dense": None, "masked": GradualSchedule(0.0, 0.0, 3.0, every),

@@ -101,8 +101,8 @@ def repository(root: Path = ROOT, repo_url: str | None = None) -> tuple[str, str
     url = repo_url if repo_url is not None else os.environ.get(REPO_ENV, config.get("url") or "")
     url = url.strip().rstrip("/").removesuffix(".git")
     if url and not _GITHUB.fullmatch(url):
-        raise InputError(f"--repo-url (or {REPO_ENV}, or repository.url in _config.yml) must be "
-                         f"https://github.com/OWNER/REPO, got {url!r}")
+        raise InputError(f"{{arg}} (or {REPO_ENV}, or repository.url in _config.yml) must be "
+                         f"https://github.com/OWNER/REPO, got {url!r}", arg="repo_url")
     return url, str(config.get("branch") or "main")
 
 
@@ -254,7 +254,7 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
     import yaml
 
     if scale not in SCALES:
-        raise InputError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        raise InputError(f"{{arg}} must be one of {', '.join(SCALES)}, got {scale!r}", arg="scale")
     url, branch = repository(root, repo_url)
     stage = stage or root / "_executed" / scale
     if force and stage.exists():
@@ -271,7 +271,7 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
-            raise InputError(f"--only: unknown chapter(s) {', '.join(unknown)}; chapters are {', '.join(names)}")
+            raise InputError(f"unknown chapter(s) {', '.join(unknown)}; chapters are {', '.join(names)}", arg="only")
         names = [n for n in names if n in only]
     runs = []
     for name in names:

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except InputError as e:
-        print(f"bigsparse {args.command}: error: {e}", file=sys.stderr)
+        print(f"bigsparse {args.command}: error: {e.for_cli()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # train.Interrupted (SIGTERM/SIGINT) says what was saved
         print(f"bigsparse {args.command}: interrupted" + (f" by {e}" if str(e) else ""), file=sys.stderr)

@@ -27,14 +27,16 @@ import dataclasses
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigsparse_lib import bfgs
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.law import DenseLaw, Law, SparseLaw
+from bigsparse_lib.vocab import TIDY_COLUMNS
 
 # Defaults of `bigsparse fit`: the paper's T5 setting (Huber delta 1e-3 on log L, as Hoffmann et al.).
 DELTA = 1e-3
@@ -55,9 +57,12 @@ GTOL = 1e-8  # on the objective scaled by 1 / delta^2 (see `Model.scaled_objecti
 # The loss
 # --------------------------------------------------------------------------------------
 def huber(r, delta):
-    """Standard Huber loss: 0.5 r^2 if |r| <= delta else delta (|r| - delta/2) (= scipy.special.huber)."""
-    a = jnp.abs(r)
-    return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+    """Standard Huber loss: 0.5 r^2 if |r| <= delta else delta (|r| - delta/2) (= scipy.special.huber).
+
+    numpy in (float64, as `objective` reports it), numpy out; JAX in (the solver), JAX out."""
+    xp = np if isinstance(r, (np.ndarray, np.generic, float)) else jnp
+    a = xp.abs(r)
+    return xp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
 def residuals(law: Law, S, N, D, L, log: bool = LOG):
@@ -71,9 +76,7 @@ def residuals(law: Law, S, N, D, L, log: bool = LOG):
 
 def objective(law: Law, S, N, D, L, delta: float = DELTA, log: bool = LOG) -> float:
     """The fit objective of a given law: mean over points of Huber(r, delta) (App. C's "error")."""
-    r = residuals(law, S, N, D, L, log)
-    a = np.abs(r)
-    return float(np.mean(np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))))
+    return float(np.mean(huber(residuals(law, S, N, D, L, log), delta)))
 
 
 # --------------------------------------------------------------------------------------
@@ -134,18 +137,37 @@ def _to_table(law_cls, theta: np.ndarray, log_x0: Mapping[str, float]) -> dict[s
     return {k: float(v) if np.ndim(v) == 0 else np.asarray(v, float) for k, v in out.items()}
 
 
-def _pred(law_cls, t: Mapping[str, jnp.ndarray], data):
+class Axis(NamedTuple):
+    """One input of the law at the fit's points: its distinct values and a one-hot matrix
+    (distinct, points) that spreads them to the points, or the values per point (at=None)."""
+
+    values: np.ndarray
+    at: np.ndarray | None
+
+
+class FitData(NamedTuple):
+    """What the compiled solver reads (`Problem.data`): the inputs in internal units, the losses,
+    and the normalisers (log N0, log D0), which travel with the data so that one compiled solver
+    serves every data set."""
+
+    log1m_S: Axis
+    log_n: Axis
+    log_d: Axis
+    L: np.ndarray
+    log_x0: np.ndarray
+
+
+def _pred(law_cls, t: Mapping[str, jnp.ndarray], data: "FitData"):
     """L of eq. 3 / eq. 2 in internal units.
 
     Sweeps are grids: few distinct S, N and D (T5: 4, 4 and 3 over 48 runs), so each power
     is computed once per distinct value and gathered; exp() is what the fit spends its time on.
     """
-    (u_log1m_S, at_S), (u_log_n, at_n), (u_log_d, at_d) = data[:3]  # at_*: one-hot (distinct, points)
-    spread = lambda values, at: values if at is None else values @ at
-    n_pow = spread(jnp.exp(-t["b_N"] * u_log_n), at_n)
-    data_term = spread(jnp.exp(t["a_D"] - t["b_D"] * u_log_d), at_d) + jnp.exp(t["c"])
+    spread = lambda values, axis: values if axis.at is None else values @ axis.at  # noqa: E731
+    n_pow = spread(jnp.exp(-t["b_N"] * data.log_n.values), data.log_n)
+    data_term = spread(jnp.exp(t["a_D"] - t["b_D"] * data.log_d.values), data.log_d) + jnp.exp(t["c"])
     if law_cls is SparseLaw:
-        s_pow = spread(jnp.exp(t["a_S"] + t["b_S"] * u_log1m_S), at_S)
+        s_pow = spread(jnp.exp(t["a_S"] + t["b_S"] * data.log1m_S.values), data.log1m_S)
         return (s_pow + jnp.exp(t["c_S"])) * n_pow + data_term
     return jnp.exp(t["a_N"]) * n_pow + data_term
 
@@ -178,9 +200,9 @@ class Model:
 
     def huber_losses(self, theta_free, data):
         """Per-point Huber losses at one free internal vector (data: `Problem.data`)."""
-        L, log_x0 = data[3], {"N": data[4][0], "D": data[4][1]}
+        log_x0 = {"N": data.log_x0[0], "D": data.log_x0[1]}
         pred = _pred(self.law_cls, self.full(theta_free, log_x0), data)
-        r = jnp.log(pred) - jnp.log(L) if self.log else pred - L
+        r = jnp.log(pred) - jnp.log(data.L) if self.log else pred - data.L
         return huber(r, self.delta)
 
     def scaled_objective(self, theta_free, weights, data):
@@ -221,16 +243,16 @@ class Problem:
         fix = dict(fix or {})
         for name, v in fix.items():
             if name not in law_cls.names:
-                raise InputError(f"--fix: unknown coefficient {name!r}; the {kind} has {', '.join(law_cls.names)}")
+                raise InputError(f"unknown coefficient {name!r}; the {kind} has {', '.join(law_cls.names)}", arg="fix")
             if not np.isfinite(v):
-                raise InputError(f"--fix: {name} must be a finite number, got {v}")
+                raise InputError(f"{name} must be a finite number, got {v}", arg="fix")
             if not _spec(law_cls)[name].is_exponent and v <= 0:
-                raise InputError(f"--fix: {name} must be positive, got {v}")
+                raise InputError(f"{name} must be positive, got {v}", arg="fix")
         if not (np.isfinite(delta) and delta > 0):
-            raise InputError(f"--delta must be a positive number, got {delta}")
+            raise InputError(f"{{arg}} must be a positive number, got {delta}", arg="delta")
         S, N, D, L = (np.asarray(x, dtype=np.float64) for x in (S, N, D, L))
         if dense and np.any(S != 0):
-            raise InputError("--dense: every sparsity must be 0 (eq. 2 has no S)")
+            raise InputError("every sparsity must be 0 (eq. 2 has no S)", arg="dense")
         log_N, log_D = np.log(N), np.log(D)
         log_x0 = {"N": float(log_N.mean()), "D": float(log_D.mean())}
         model = Model(law_cls=law_cls, free=tuple(n for n in law_cls.names if n not in fix),
@@ -243,8 +265,8 @@ class Problem:
         return int(self.L.shape[0])
 
     @property
-    def data(self):
-        """((distinct log(1-S), one-hot), (distinct log n, ...), (distinct log d, ...), L) for `_pred`.
+    def data(self) -> FitData:
+        """The points as `FitData`: each input as distinct values and a one-hot spread (`Axis`).
 
         The one-hot matrices (distinct values, points) spread per-value powers to the points
         with a matrix product, which XLA runs faster than a gather when vmapped over starts.
@@ -253,12 +275,11 @@ class Problem:
         for v in (self.log1m_S, self.log_n, self.log_d):
             u, i = np.unique(v, return_inverse=True)
             if 2 * u.size > v.size:  # mostly distinct values: compute per point
-                out.append((v, None))
+                out.append(Axis(v, None))
             else:
-                out.append((u, (i[None, :] == np.arange(u.size)[:, None]).astype(np.float64)))
-        # the normalisers travel with the data (not in `Model`) so that one compiled solver serves every data set
+                out.append(Axis(u, (i[None, :] == np.arange(u.size)[:, None]).astype(np.float64)))
         log_x0 = np.array([dict(self.model.log_x0)[a] for a in ("N", "D")])
-        return (*out, self.L, log_x0)
+        return FitData(*out, self.L, log_x0)
 
 
 def random_starts(problem: Problem, k: int, seed: int = SEED) -> np.ndarray:
@@ -286,66 +307,10 @@ def random_starts(problem: Problem, k: int, seed: int = SEED) -> np.ndarray:
     return lo + (hi - lo) * rng.uniform(size=(k, model.n_free))
 
 
-# BFGS line search: the step sizes tried, all at once (one batched evaluation, no inner loop).
-TRIAL_STEPS = 3.0 ** -np.arange(10)
-ARMIJO = 1e-4  # sufficient-decrease constant
-
-
 @functools.lru_cache(maxsize=16)
 def _solver(model: Model, maxiter: int, gtol: float):
-    """The jitted BFGS for one model, vmapped over starts: (theta0 (k, p), weights (k, n), data) -> results.
-
-    Why not a library optimiser: jax.scipy's BFGS stops on line-search failures on this
-    objective (Huber kinks), and optax.lbfgs, vmapped, runs its zoom line search until the
-    slowest start is done at every iteration; on t5-data.csv it took ~4x longer and brought 30
-    of 1000 starts to the best optimum in 300 iterations where this plain BFGS brings most of
-    them. The line search here evaluates all TRIAL_STEPS at once and takes the longest step
-    with sufficient decrease (Armijo); the inverse Hessian is updated only when the curvature
-    s.y is positive, else reset. A start is finished when its gradient norm (of the objective
-    scaled by 1/delta^2) is below gtol, or when no trial step decreases a freshly reset model.
-    """
-    steps = jnp.asarray(TRIAL_STEPS)
-
-    def one(theta0, weights, data):
-        fun = lambda th: model.scaled_objective(th, weights, data)
-        value_and_grad = jax.value_and_grad(fun)
-        eye = jnp.eye(theta0.shape[0])
-        # a fresh inverse Hessian: steepest descent with a step of length at most one
-        fresh_H = lambda g: eye / jnp.maximum(1.0, jnp.sqrt(g @ g))
-
-        def going(carry):
-            k, _, _, _, _, _, done = carry
-            return (k < maxiter) & ~done
-
-        def step(carry):
-            k, x, f, g, H, fresh, _ = carry
-            d = -H @ g
-            d = jnp.where(g @ d < 0, d, -g)
-            xs = x + steps[:, None] * d
-            fs = jax.vmap(fun)(xs)
-            ok = jnp.isfinite(fs) & (fs <= f + ARMIJO * steps * (g @ d))
-            j = jnp.argmax(ok)
-            accepted = ok[j]
-            x_new = jnp.where(accepted, xs[j], x)
-            f_new, g_new = value_and_grad(x_new)
-            s, y = x_new - x, g_new - g
-            sy = s @ y
-            curved = accepted & (sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y)))
-            rho = 1.0 / jnp.where(curved, sy, 1.0)
-            # Nocedal & Wright (6.20): scale a fresh matrix by s.y / y.y before its first update
-            H0 = jnp.where(fresh, sy / jnp.where(curved, y @ y, 1.0) * eye, H)
-            V = eye - rho * jnp.outer(s, y)
-            H_bfgs = V @ H0 @ V.T + rho * jnp.outer(s, s)
-            H_new = jnp.where(curved, H_bfgs, fresh_H(g_new))
-            done = (jnp.sqrt(g_new @ g_new) < gtol) | (~accepted & fresh)
-            return k + 1, x_new, f_new, g_new, H_new, ~curved, done
-
-        f0, g0 = value_and_grad(theta0)
-        k, x, f, g, _, _, _ = jax.lax.while_loop(
-            going, step, (0, theta0, f0, g0, fresh_H(g0), True, jnp.sqrt(g0 @ g0) < gtol))
-        return x, f * model.delta**2, jnp.sqrt(g @ g) < gtol, k
-
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+    """`bfgs.batched` on one model's scaled objective; cached, so a model compiles once."""
+    return bfgs.batched(model.scaled_objective, maxiter, gtol)
 
 
 def minimise(problem: Problem, theta0: np.ndarray, weights: np.ndarray | None = None, *,
@@ -365,7 +330,8 @@ def minimise(problem: Problem, theta0: np.ndarray, weights: np.ndarray | None = 
         with jax.enable_x64(True):
             out = solver(jnp.asarray(theta0[rows], jnp.float64), jnp.asarray(weights[rows], jnp.float64),
                          jax.tree.map(jnp.asarray, problem.data))
-            return [np.asarray(v) for v in out]
+            # the solver minimises the objective scaled by 1/delta^2 (`Model.scaled_objective`)
+            return [np.asarray(v) for v in out._replace(f=out.f * problem.model.delta**2)]
 
     # XLA runs the vmapped solver on one core; equal chunks in threads (JAX releases the GIL)
     # use the others (two per core measured faster than one: bench/fit.py). A start's path does not depend on the other starts (up to rounding in
@@ -409,7 +375,7 @@ class FitResult:
 
 
 def _columns(table) -> tuple[np.ndarray, ...]:
-    return tuple(np.asarray(table[c], dtype=np.float64) for c in ("sparsity", "nnz", "data", "loss"))
+    return tuple(np.asarray(table[c], dtype=np.float64) for c in TIDY_COLUMNS)
 
 
 def fit(table, *, dense: bool = False, delta: float = DELTA, log: bool = LOG, starts: int = STARTS,
@@ -427,7 +393,7 @@ def fit(table, *, dense: bool = False, delta: float = DELTA, log: bool = LOG, st
 
     require_points(problem.n_points, problem.model.n_free)
     if starts < 1:
-        raise InputError(f"--starts must be at least 1, got {starts}")
+        raise InputError(f"{{arg}} must be at least 1, got {starts}", arg="starts")
     x, f, _, _ = minimise(problem, random_starts(problem, starts, seed), maxiter=maxiter)
     if not np.isfinite(f).any():
         raise RuntimeError("every start diverged; check the data (or try --no-log / another --delta)")
@@ -472,7 +438,7 @@ def bootstrap(result: FitResult, B: int, *, seed: int = SEED, extra_starts: int 
     the multiplicity of each point, so all B x (1 + extra_starts) fits run in one vmapped call.
     """
     if B < 1:
-        raise InputError(f"--bootstrap must be at least 1, got {B}")
+        raise InputError(f"{{arg}} must be at least 1, got {B}", arg="bootstrap")
     problem, model = result.problem, result.problem.model
     rng = np.random.default_rng(seed)
     n = problem.n_points

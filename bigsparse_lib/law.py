@@ -131,11 +131,6 @@ def gain(law: SparseLaw, S):
     return ((law.a_S * (1.0 - S) ** law.b_S + law.c_S) / (law.a_S + law.c_S)) ** (-1.0 / law.b_N)
 
 
-def equivalent_dense_size(law: SparseLaw, S, N):
-    """Parameters of the dense model that matches an S-sparse model with N non-zeros (Table 2 * N)."""
-    return gain(law, S) * N
-
-
 def c_mul(S, schedule: GradualSchedule = PAPER_SCHEDULE):
     """Sparse training cost relative to a dense model of size N trained for the same steps (App. D).
 
@@ -158,13 +153,13 @@ def c_mul_dense(S):
 
 
 def training_flops(N, D, S=0.0, cost: str = "sparse", schedule: GradualSchedule = PAPER_SCHEDULE,
-                   k: float = FLOPS_PER_PARAM_TOKEN):
-    """Training FLOPs C = k * N * D * c_mul(S) for a model with N non-zeros at the end.
+                   flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
+    """Training FLOPs C = flops_per_token * N * D * c_mul(S) for a model with N non-zeros at the end.
 
     cost="dense": every step costs as much as the dense base model (c_mul = 1/(1-S)).
     cost="sparse": sparsity is exploited as soon as it appears (c_mul from the schedule).
     """
-    return k * N * D * cost_multiplier(S, cost, schedule)
+    return flops_per_token * N * D * cost_multiplier(S, cost, schedule)
 
 
 def cost_multiplier(S, cost: str, schedule: GradualSchedule = PAPER_SCHEDULE):
@@ -177,6 +172,6 @@ def cost_multiplier(S, cost: str, schedule: GradualSchedule = PAPER_SCHEDULE):
 
 
 def data_for_compute(C, N, S=0.0, cost: str = "sparse", schedule: GradualSchedule = PAPER_SCHEDULE,
-                     k: float = FLOPS_PER_PARAM_TOKEN):
-    """D_S = (C / kN) / c_mul(S): the data a budget C buys an S-sparse model with N non-zeros (§3.3)."""
-    return (C / (k * N)) / cost_multiplier(S, cost, schedule)
+                     flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
+    """D_S = (C / (flops_per_token N)) / c_mul(S): the data a budget C buys an S-sparse model with N non-zeros (§3.3)."""
+    return (C / (flops_per_token * N)) / cost_multiplier(S, cost, schedule)

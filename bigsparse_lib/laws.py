@@ -124,7 +124,7 @@ FORMS: dict[str, Form] = {"eq3": EQ3, "multiplier": MULTIPLIER, "average": AVERA
 
 def form_named(name: str) -> Form:
     if name not in FORMS:
-        raise InputError(f"--form: unknown form {name!r}; choose from {', '.join(FORMS)}")
+        raise InputError(f"unknown form {name!r}; choose from {', '.join(FORMS)}", arg="form")
     return FORMS[name]
 
 

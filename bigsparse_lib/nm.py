@@ -24,15 +24,16 @@ from bigsparse_lib import fit
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.evidence import status
 from bigsparse_lib.law import SparseLaw, gain
+from bigsparse_lib.vocab import pattern_group
 
-FAMILIES = {"n:4": ("2:4", "1:4"), "n:8": ("4:8", "2:8")}  # Table 3's rows
+PATTERN_FAMILIES = {"n:4": ("2:4", "1:4"), "n:8": ("4:8", "2:8")}  # Table 3's rows: patterns by group size m
 DELTA = 0.01  # §4.1
 BASE_COEFS = ("b_N", "a_D", "b_D", "c")  # kept from the unstructured law; a_S, b_S, c_S are refit
 
 
 def pattern_family(pattern: str) -> str:
     """'2:4' -> 'n:4' (the row of Table 3 it belongs to)."""
-    return f"n:{int(pattern.split(':')[1])}"
+    return f"n:{pattern_group(pattern)}"
 
 
 def nm_subset(main: pd.DataFrame) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def nm_subset(main: pd.DataFrame) -> pd.DataFrame:
 
 def refit_table(nm_runs: pd.DataFrame, main: pd.DataFrame, family: str) -> pd.DataFrame:
     """The points of one pattern family's refit: its n:m runs plus the dense runs of the §4.1 subset."""
-    patterns = FAMILIES[family]
+    patterns = PATTERN_FAMILIES[family]
     own = nm_runs[nm_runs["pattern"].isin(patterns)]
     dense = nm_subset(main[main["sparsity"] == 0])
     return pd.concat([dense, own], ignore_index=True)

@@ -33,8 +33,7 @@ import optax
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.pruning import path_str
 
-FAMILIES = ("t5", "vit")
-PRESETS = ("smoke", "toy", "full")
+from bigsparse_lib.vocab import FAMILIES, PRESETS
 
 
 # ---------------------------------------------------------------- sparsity-aware pieces

@@ -100,6 +100,8 @@ model stays optimal up to 1.27x (ViT) and 2.98x (T5) the Chinchilla budget.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import elementwise
 
@@ -175,23 +177,23 @@ def _scalar_or_array(x: np.ndarray):
 # S_opt
 # --------------------------------------------------------------------------------------
 def loss_for_compute(law: SparseLaw, S, N, C, cost: str = "sparse", schedule: GradualSchedule = PAPER_SCHEDULE,
-                     k: float = FLOPS_PER_PARAM_TOKEN):
-    """L(S, N, D_S) with D_S = (C/kN)/c_mul(S): the loss a budget C buys an S-sparse model (§3.3, Fig. 5)."""
-    return sparse_loss(law, S, N, data_for_compute(C, N, S, cost, schedule, k))
+                     flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
+    """L(S, N, D_S) with D_S = (C / (flops_per_token N)) / c_mul(S): the loss a budget C buys an S-sparse model (§3.3, Fig. 5)."""
+    return sparse_loss(law, S, N, data_for_compute(C, N, S, cost, schedule, flops_per_token))
 
 
-def _s_dependent_loss(x, N, C, law, cost, schedule, k):
+def _s_dependent_loss(x, N, C, law, cost, schedule, flops_per_token):
     """L(S, N, D_S) minus the terms free of S (c_S N^-b_N and c), at S = 1 - e^x.
 
     Dropping the constants keeps the objective well conditioned: near the minimum L is
     flat, and a large constant c would swamp its variation in float64.
     """
     S = -np.expm1(x)
-    return sparse_loss(law.replace(c_S=0.0, c=0.0), S, N, data_for_compute(C, N, S, cost, schedule, k))
+    return sparse_loss(law.replace(c_S=0.0, c=0.0), S, N, data_for_compute(C, N, S, cost, schedule, flops_per_token))
 
 
 def s_opt(law: SparseLaw, N, C, cost: str = "sparse", schedule: GradualSchedule = PAPER_SCHEDULE,
-          k: float = FLOPS_PER_PARAM_TOKEN):
+          flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """S_opt(N, C) by direct numerical minimisation of L(S, N, D_S) over S in [0, 1) (§3.3).
 
     Vectorised over any broadcastable N and C. For each point a grid search over
@@ -209,11 +211,11 @@ def s_opt(law: SparseLaw, N, C, cost: str = "sparse", schedule: GradualSchedule 
     G = _X_GRID.size
     for lo in range(0, n.size, _CHUNK):
         nb, cb = n[lo:lo + _CHUNK], c[lo:lo + _CHUNK]
-        f = _s_dependent_loss(_X_GRID[None, :], nb[:, None], cb[:, None], law, cost, schedule, k)
+        f = _s_dependent_loss(_X_GRID[None, :], nb[:, None], cb[:, None], law, cost, schedule, flops_per_token)
         i = np.argmin(f, axis=1)
         j = np.clip(i, 1, G - 2)
         res = elementwise.find_minimum(
-            lambda x, nn, cc: _s_dependent_loss(x, nn, cc, law, cost, schedule, k),
+            lambda x, nn, cc: _s_dependent_loss(x, nn, cc, law, cost, schedule, flops_per_token),
             (_X_GRID[j - 1], _X_GRID[j], _X_GRID[j + 1]), args=(nb, cb),
             tolerances=dict(xatol=1e-13, xrtol=1e-13), maxiter=200,
         )
@@ -225,7 +227,7 @@ def s_opt(law: SparseLaw, N, C, cost: str = "sparse", schedule: GradualSchedule 
     return _scalar_or_array(S.reshape(N.shape))
 
 
-def s_opt_dense_closed_form(law: SparseLaw, N, C, k: float = FLOPS_PER_PARAM_TOKEN):
+def s_opt_eq6(law: SparseLaw, N, C, flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """Eq. 6 (corrected; see the module docstring): S_opt for dense costs c_mul = 1/(1-S).
 
     S_opt = max{1 - exp([log(b_D a_D^b_D / (a_S b_S)) + b_N log N] / (b_D+b_S)) (C/6N)^(-b_D/(b_D+b_S)), 0}.
@@ -234,24 +236,24 @@ def s_opt_dense_closed_form(law: SparseLaw, N, C, k: float = FLOPS_PER_PARAM_TOK
     _check_closed_form(law, 0.0)
     N, C = _positive_arrays(N, C)
     log_u = (np.log(law.b_D / (law.a_S * law.b_S)) + law.b_D * np.log(law.a_D) + law.b_N * np.log(N)
-             - law.b_D * np.log(C / (k * N))) / (law.b_D + law.b_S)
+             - law.b_D * np.log(C / (flops_per_token * N))) / (law.b_D + law.b_S)
     return _scalar_or_array(np.maximum(0.0, -np.expm1(log_u)))
 
 
-def s_opt_eq6_as_printed(law: SparseLaw, N, C, k: float = FLOPS_PER_PARAM_TOKEN):
+def s_opt_eq6_as_printed(law: SparseLaw, N, C, flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """Eq. 6 exactly as printed, reading its comma as a product (the only reading that gives a sparsity).
 
-    Kept to show the erratum beside the corrected `s_opt_dense_closed_form`; do not use.
+    Kept to show the erratum beside the corrected `s_opt_eq6`; do not use.
     """
     law = _sparse_law(law)
     N, C = _positive_arrays(N, C)
     inner = (np.log(law.b_N * law.a_D * law.b_D / (law.a_S * law.b_S)) + law.b_N * np.log(N)) / (law.b_D + law.b_S)
-    value = 1.0 - np.exp(inner) * (C / (k * N)) ** (-law.b_D / (law.b_D + law.b_S))
+    value = 1.0 - np.exp(inner) * (C / (flops_per_token * N)) ** (-law.b_D / (law.b_D + law.b_S))
     return _scalar_or_array(np.maximum(0.0, value))
 
 
 def s_opt_eq5(law: SparseLaw, N, C, cost: str = "sparse", schedule: GradualSchedule = PAPER_SCHEDULE,
-              k: float = FLOPS_PER_PARAM_TOKEN):
+              flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """S_opt as the root of the corrected eq. 5, for dense or sparse costs (vectorised).
 
     Solves phi(x) = (b_S+b_D) x + (1-b_D) log(k_c e^x + 1 - k_c) - R = 0 for x = log(1-S)
@@ -264,7 +266,7 @@ def s_opt_eq5(law: SparseLaw, N, C, cost: str = "sparse", schedule: GradualSched
     _check_closed_form(law, kc)
     N, C = _positive_arrays(N, C)
     a_S, b_S, b_N, a_D, b_D = law.a_S, law.b_S, law.b_N, law.a_D, law.b_D
-    R = np.log(b_D * (1.0 - kc) / (a_S * b_S)) + b_D * np.log(a_D / (C / (k * N))) + b_N * np.log(N)
+    R = np.log(b_D * (1.0 - kc) / (a_S * b_S)) + b_D * np.log(a_D / (C / (flops_per_token * N))) + b_N * np.log(N)
 
     def phi(x, R):
         return (b_S + b_D) * x + (1.0 - b_D) * np.log(kc * np.exp(x) + 1.0 - kc) - R
@@ -299,10 +301,10 @@ def contour_data(law: SparseLaw, S, N, cost: str = "sparse", schedule: GradualSc
 
 
 def contour_compute(law: SparseLaw, S, N, cost: str = "sparse", schedule: GradualSchedule = PAPER_SCHEDULE,
-                    k: float = FLOPS_PER_PARAM_TOKEN):
+                    flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """C on the contour S_opt(N, C) = S (Fig. 1 right, Fig. 4): C = 6 N D_S c_mul(S)."""
     D_S = contour_data(law, S, N, cost, schedule)
-    return _scalar_or_array(np.asarray(k * np.asarray(N, dtype=float) * D_S * cost_multiplier(
+    return _scalar_or_array(np.asarray(flops_per_token * np.asarray(N, dtype=float) * D_S * cost_multiplier(
         np.asarray(S, dtype=float), cost, schedule)))
 
 
@@ -310,7 +312,7 @@ def _dense_law(law) -> DenseLaw:
     return law.dense() if isinstance(law, SparseLaw) else law
 
 
-def chinchilla_nnz(law: SparseLaw | DenseLaw, C, k: float = FLOPS_PER_PARAM_TOKEN):
+def chinchilla_nnz(law: SparseLaw | DenseLaw, C, flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """N_opt(C): the dense model size minimising L(0, N, C/6N) (Hoffmann et al., 2022).
 
     N_opt = (b_N A / (b_D B))^(1/(b_N+b_D)) (C/6)^(b_D/(b_N+b_D)), A = a_N^b_N = a_S + c_S, B = a_D^b_D.
@@ -318,16 +320,16 @@ def chinchilla_nnz(law: SparseLaw | DenseLaw, C, k: float = FLOPS_PER_PARAM_TOKE
     d = _dense_law(law)
     C = np.asarray(C, dtype=float)
     log_N = (np.log(d.b_N / d.b_D) + d.b_N * np.log(d.a_N) - d.b_D * np.log(d.a_D)
-             + d.b_D * np.log(C / k)) / (d.b_N + d.b_D)
+             + d.b_D * np.log(C / flops_per_token)) / (d.b_N + d.b_D)
     return _scalar_or_array(np.exp(log_N))
 
 
-def chinchilla_data(law: SparseLaw | DenseLaw, C, k: float = FLOPS_PER_PARAM_TOKEN):
+def chinchilla_data(law: SparseLaw | DenseLaw, C, flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """D_opt(C) = (C/6) / N_opt(C), the data of the dense compute-optimal model."""
-    return _scalar_or_array(np.asarray(C, dtype=float) / k / chinchilla_nnz(law, C, k))
+    return _scalar_or_array(np.asarray(C, dtype=float) / flops_per_token / chinchilla_nnz(law, C, flops_per_token))
 
 
-def chinchilla_compute(law: SparseLaw | DenseLaw, N, k: float = FLOPS_PER_PARAM_TOKEN):
+def chinchilla_compute(law: SparseLaw | DenseLaw, N, flops_per_token: float = FLOPS_PER_PARAM_TOKEN):
     """C_chin(N): the budget for which a dense model of size N is compute-optimal (the inverse of N_opt).
 
     C_chin = 6 N D_chin(N), D_chin(N) = (b_D B / (b_N A))^(1/b_D) N^(b_N/b_D).
@@ -335,7 +337,7 @@ def chinchilla_compute(law: SparseLaw | DenseLaw, N, k: float = FLOPS_PER_PARAM_
     d = _dense_law(law)
     N = np.asarray(N, dtype=float)
     log_D = (np.log(d.b_D / d.b_N) + d.b_D * np.log(d.a_D) - d.b_N * np.log(d.a_N) + d.b_N * np.log(N)) / d.b_D
-    return _scalar_or_array(k * N * np.exp(log_D))
+    return _scalar_or_array(flops_per_token * N * np.exp(log_D))
 
 
 def chinchilla_multiple(law: SparseLaw, S, cost: str = "sparse", schedule: GradualSchedule = PAPER_SCHEDULE,
@@ -358,3 +360,42 @@ def chinchilla_multiple(law: SparseLaw, S, cost: str = "sparse", schedule: Gradu
     if measure == "compute":
         log_ratio = log_ratio + np.log(kc + (1.0 - kc) / u)
     return _scalar_or_array(np.exp(log_ratio))
+
+
+# --------------------------------------------------------------------------------------
+# The closed forms against the numerical minimum, on random laws (the chapter's check)
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClosedFormCheck:
+    """Worst |S_opt - numerical minimum| of each closed form over `points` random (law, N, C)."""
+
+    points: int
+    at_zero: int  # points whose dense-cost optimum is the boundary S = 0
+    worst: dict  # form -> max |S_opt - s_opt (numerical)|
+
+
+def closed_form_check(bases, points: int, *, seed: int = 0, spread: float = 0.3,
+                      per_law: int = 50) -> ClosedFormCheck:
+    """Eq. 6 (corrected), the eq. 5 root (sparse costs) and eq. 6 as printed against `s_opt`.
+
+    Laws are drawn around `bases` (each coefficient times e^{N(0, spread)}), `per_law` points
+    each with N log-uniform in [1e6, 1e10] and C from 0.1x to 1000x the Chinchilla budget of
+    N, so that both the interior optimum and the boundary S = 0 occur.
+    """
+    rng = np.random.default_rng(seed)
+    worst = {"dense: eq. 6 (corrected)": 0.0, "sparse: eq. 5 root": 0.0, "dense: eq. 6 as printed": 0.0}
+    at_zero = done = 0
+    while done < points:
+        base = bases[int(rng.integers(len(bases)))]
+        draw = SparseLaw(**{k: v * np.exp(rng.normal(0, spread)) for k, v in base.to_dict().items()})
+        n = min(per_law, points - done)
+        N = 10 ** rng.uniform(6, 10, n)
+        C = chinchilla_compute(draw, N) * 10 ** rng.uniform(-1, 3, n)
+        dense, sparse = s_opt(draw, N, C, cost="dense"), s_opt(draw, N, C, cost="sparse")
+        at_zero += int(np.sum(dense == 0))
+        for form, got, ref in (("dense: eq. 6 (corrected)", s_opt_eq6(draw, N, C), dense),
+                               ("sparse: eq. 5 root", s_opt_eq5(draw, N, C, cost="sparse"), sparse),
+                               ("dense: eq. 6 as printed", s_opt_eq6_as_printed(draw, N, C), dense)):
+            worst[form] = max(worst[form], float(np.nanmax(np.abs(np.asarray(got) - ref))))
+        done += n
+    return ClosedFormCheck(points=done, at_zero=at_zero, worst=worst)

@@ -141,7 +141,6 @@ RELEASED = {
                    "https://raw.githubusercontent.com/epoch-research/analyzing-chinchilla/main/data/svg_extracted_data.csv"),
 }
 ENV_VAR = "BIGSPARSE_PAPER_DATA"
-TIDY = ["sparsity", "nnz", "data", "loss"]
 
 
 def _default_cache() -> Path:
@@ -176,7 +175,7 @@ def locate(name: str, source: str | os.PathLike | None = None, *, download: bool
         if p.is_dir():
             p = p / filename
         if not p.is_file():
-            raise InputError(f"--source: no such file: {p}")
+            raise InputError(f"no such file: {p}", arg="source")
         return p
     for p in _candidates(filename):
         if p.is_file():
@@ -357,3 +356,43 @@ def table2_ours(law: SparseLaw, sparsities=(0.5, 0.75, 0.875)) -> dict[float, fl
     from bigsparse_lib.law import gain
 
     return {float(S): float(gain(law, np.float64(S))) for S in sparsities}
+
+
+def table7_rows(family: str, table, result) -> "pd.DataFrame":
+    """Table 7 beside our fit: the paper's coefficients with the error it prints, the same
+    coefficients with the error re-evaluated on `table` (App. C's objective at the family's
+    setting, so that every error in the column is computed the same way), and our fit
+    `result` (`fit.FitResult`) with its objective. One row each, coefficients as columns."""
+    import pandas as pd
+
+    from bigsparse_lib import fit
+
+    setting = TABLE7_FIT_SETTINGS[family]
+    published = TABLE7[family]
+    again = fit.objective(published, table["sparsity"], table["nnz"], table["data"], table["loss"],
+                          setting["delta"], setting["log"])
+    rows = {
+        f"{family} paper": {**published.to_dict(), "error": TABLE7_ERROR[family]},
+        f"{family} paper, re-evaluated": {**published.to_dict(), "error": again},
+        f"{family} ours": {**result.law.to_dict(), "error": result.objective},
+    }
+    return pd.DataFrame(rows).T
+
+
+def beside_paper(family: str, law, boot=None, *, quantities=None, level: float = 0.95) -> "pd.DataFrame":
+    """Our law's coefficients and derived quantities (`fit.derived`: gain@S, onset@S) beside the
+    paper's (Table 7, Table 2; NaN where the paper prints none), with the bootstrap interval of
+    each (`fit.intervals`; NaN without `boot`). `quantities`: which rows (default all).
+    Index (family, quantity); columns paper, ours, "95% lo", "95% hi" (the level's)."""
+    import pandas as pd
+
+    from bigsparse_lib import fit
+
+    published = {**TABLE7[family].to_dict(), **{f"gain@{S:g}": v for S, v in TABLE2[family].items()}}
+    ours = {**law.to_dict(), **{name: float(fn(law)) for name, fn in fit.derived(law).items()}}
+    iv = fit.intervals(boot, level) if boot is not None else {}
+    pct = f"{level:.0%}"
+    rows = [{"family": family, "quantity": name, "paper": published.get(name, np.nan), "ours": value,
+             f"{pct} lo": iv.get(name, (np.nan, np.nan))[0], f"{pct} hi": iv.get(name, (np.nan, np.nan))[1]}
+            for name, value in ours.items() if quantities is None or name in quantities]
+    return pd.DataFrame(rows).set_index(["family", "quantity"])

@@ -28,7 +28,6 @@ estimates stay those of the dense problem, which matters for AC/DC's dense phase
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -40,22 +39,7 @@ import optax
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.schedule import PAPER_SCHEDULE, GradualSchedule
 
-METHODS = ("gmp", "oneshot", "acdc", "none")
-NM_PATTERNS = ("2:4", "1:4", "4:8", "2:8")  # the paper's (§4.1); any n:m with 0 < n < m works
-_NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
-
-
-def parse_pattern(pattern: str) -> tuple[int, int] | None:
-    """'unstructured' -> None, 'n:m' -> (n, m). InputError for anything else."""
-    if pattern == "unstructured":
-        return None
-    match = _NM.match(str(pattern))
-    if not match:
-        raise InputError(f"unknown sparsity pattern {pattern!r}; use 'unstructured' or 'n:m' such as '2:4'")
-    n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m:
-        raise InputError(f"n:m pattern {pattern!r} needs 0 < n < m")
-    return n, m
+from bigsparse_lib.vocab import METHODS, parse_pattern  # noqa: F401 -- the one pattern parser
 
 
 # App. B: AC/DC with "a sparse and dense cycle length of 20K steps (10K each phase)" in 250K-step runs.
@@ -218,13 +202,15 @@ def magnitude(w):
 
 
 def keep_count(S, size: int):
-    """k = round((1 - S) * size) weights kept (round half to even, as Python and numpy do).
+    """k = max(1, round((1 - S) * size)) weights kept (round half to even, as Python and numpy do).
 
-    A concrete S gives a Python int computed in float64; a traced S a JAX int32.
+    At least one weight per tensor, as jaxpruner keeps (see `schedule`'s docstring): a tensor
+    pruned to nothing would cut its layer off. A concrete S gives a Python int computed in
+    float64; a traced S a JAX int32.
     """
     if isinstance(S, jax.core.Tracer):
-        return jnp.round((1.0 - S) * size).astype(jnp.int32)
-    return int(round((1.0 - float(S)) * size))
+        return jnp.maximum(1, jnp.round((1.0 - S) * size)).astype(jnp.int32)
+    return max(1, int(round((1.0 - float(S)) * size))) if size > 0 else 0
 
 
 def topk_mask(score, k):

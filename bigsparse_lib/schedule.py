@@ -6,6 +6,18 @@ sparsity at a point of training -- the pruning transformation (`pruning.py`), th
 sparse-FLOP accounting of eq. 4 (`law.c_mul`), and the training log -- asks this module.
 
 Functions take numpy or JAX values and return the same kind, so they work inside `jit`.
+
+Two details differ from jaxpruner (the library the paper's runs used); both are deliberate:
+
+- *The first update prunes nothing.* We follow Zhu & Gupta's eq. 1, S_t = S (1 - (1 -
+  (t - t_0)/(n dt))^3), so at t = t_0 the sparsity is exactly 0 and the ramp's first non-zero
+  step is the next update. jaxpruner's polynomial schedule counts progress from
+  `step + 1 - start`, so its first update already prunes a little (0.0045 of the weights for
+  S = 0.75 over a 500-step ramp). The difference is one update's worth of ramp, well below
+  anything the law can see; we keep the published formula (`tests/test_pruning.py` pins it).
+- *At least one weight per tensor.* Like jaxpruner we never prune a tensor to nothing: the
+  kept count is max(1, round((1 - S) size)) (`pruning.keep_count`). It only matters for a
+  tensor with fewer than 1 / (2 (1 - S)) entries, which no grid of this project has.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from bigsparse_lib.errors import InputError
 
-COLUMNS = ("sparsity", "nnz", "data", "loss")
+from bigsparse_lib.vocab import TIDY_COLUMNS as COLUMNS  # the tidy table's columns (DESIGN.md)
 
 
 # The smallest positive normal float64: below it a value has lost precision (subnormal), and its

@@ -40,6 +40,7 @@ from bigsparse_lib import optim
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.flops import Spent
 from bigsparse_lib.schedule import GradualSchedule
+from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 
 # Per family: bump whenever a change alters the numbers that family's runs produce (the sweep
 # store keys runs on it, so old results are never reused). ViT 2: toy images became motifs in
@@ -53,9 +54,6 @@ def recipe_version(family: str) -> str:
     """The recipe version of `family`'s runs (RECIPE_VERSIONS)."""
     return RECIPE_VERSIONS[family]
 
-FAMILIES = ("t5", "vit")
-PRESET_NAMES = ("smoke", "toy", "full")
-METHODS = ("gmp", "oneshot", "acdc", "none")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -92,7 +90,7 @@ class Recipe:
 
 PAPER_PEAK_LR = {"t5": 1e-2, "vit": 8e-4}  # optim.for_family's defaults (T5: Raffel et al.; ViT: big_vision)
 
-PRESETS: dict[str, dict[str, Recipe]] = {
+RECIPES: dict[str, dict[str, Recipe]] = {
     "t5": {
         "smoke": Recipe(batch_size=8, steps=40, learning_rate=None, eval_batches=2, log_every=5,
                         checkpoint_every=20),
@@ -131,19 +129,9 @@ def default_schedule(steps: int, pretrained: bool) -> GradualSchedule:
 # --------------------------------------------------------------------------------------
 # The run's configuration.
 # --------------------------------------------------------------------------------------
-def parse_pattern(pattern: str) -> tuple[int, int] | None:
-    """'unstructured' -> None; 'n:m' -> (n, m) with 0 < n < m (`pruning.parse_pattern`)."""
-    from bigsparse_lib import pruning
-
-    try:
-        return pruning.parse_pattern(pattern)
-    except InputError as e:
-        raise InputError(f"--pattern: {e}") from None
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a run's numbers. None means "the preset's default" (PRESETS).
+    """Everything that determines a run's numbers. None means "the preset's default" (RECIPES).
 
     nnz: N, the non-zeros of the sparsified layers at the end (None: the preset's base model
     at sparsity S). init: a previous run's output directory holding a dense checkpoint to
@@ -172,39 +160,42 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Raise InputError, naming the argument, for a config no run can have; return self."""
         if self.family not in FAMILIES:
-            raise InputError(f"--family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
-        if self.preset not in PRESET_NAMES:
-            raise InputError(f"--preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
+            raise InputError(f"{{arg}} must be one of {', '.join(FAMILIES)}, got {self.family!r}", arg="family")
+        if self.preset not in PRESETS:
+            raise InputError(f"{{arg}} must be one of {', '.join(PRESETS)}, got {self.preset!r}", arg="preset")
         S = self.sparsity
         if not (isinstance(S, (int, float)) and math.isfinite(S) and 0.0 <= S < 1.0):
-            raise InputError(f"--sparsity must be in [0, 1), got {S}")
-        nm = parse_pattern(self.pattern)
+            raise InputError(f"{{arg}} must be in [0, 1), got {S}", arg="sparsity")
+        try:
+            nm = parse_pattern(self.pattern)
+        except InputError as e:
+            raise InputError(e.message, arg="pattern") from None
         if nm is not None and S > 1.0 - nm[0] / nm[1] + 1e-12:
-            raise InputError(f"--sparsity {S} is above 1 - n/m = {1 - nm[0] / nm[1]:g}, "
-                             f"the most an {self.pattern} pattern allows")
+            raise InputError(f"{{arg}} {S} is above 1 - n/m = {1 - nm[0] / nm[1]:g}, "
+                             f"the most an {self.pattern} pattern allows", arg="sparsity")
         if self.method not in METHODS:
-            raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise InputError(f"{{arg}} must be one of {', '.join(METHODS)}, got {self.method!r}", arg="method")
         if self.method == "none" and S > 0:
-            raise InputError(f"--method none trains dense; it cannot reach --sparsity {S}")
+            raise InputError(f"{{arg}} none trains dense; it cannot reach sparsity {S}", arg="method")
         if self.dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise InputError(f"{{arg}} must be one of {', '.join(DTYPES)}, got {self.dtype!r}", arg="dtype")
         for name in ("nnz", "steps", "batch_size", "eval_batches", "log_every",
                      "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+                raise InputError(f"{{arg}} must be a positive integer, got {value!r}", arg=name)
         if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise InputError(f"learning rate must be positive, got {self.learning_rate}")
+            raise InputError(f"{{arg}} must be positive, got {self.learning_rate}", arg="learning_rate")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+            raise InputError(f"{{arg}} must be a non-negative integer, got {self.seed!r}", arg="seed")
         if self.init is not None and not Path(self.init).is_dir():
-            raise InputError(f"--init: no such directory: {self.init}")
+            raise InputError(f"no such directory: {self.init}", arg="init")
         return self
 
     def resolved(self) -> "TrainConfig":
-        """The same config with every default filled in from PRESETS (what the run records)."""
+        """The same config with every default filled in from RECIPES (what the run records)."""
         self.validate()
-        recipe = PRESETS[self.family][self.preset]
+        recipe = RECIPES[self.family][self.preset]
         steps = int(self.steps or recipe.steps)
         pick = lambda name: getattr(self, name) if getattr(self, name) is not None else getattr(recipe, name)
         return dataclasses.replace(
@@ -251,8 +242,10 @@ class Task:
 
     loss_fn(params, batch, *, rng, dtype) -> scalar; sparsifiable(params) -> pytree of
     bool; targets: per-parameter target sparsity (pytree like params); the datasets have
-    `batch(index, batch_size)`, a pure function of the index. `optimizer`, if given,
-    replaces `make_optimizer` (tests use it to drive the loop with stand-ins).
+    `batch(index, batch_size)`, a pure function of the index. `optimizer(config, task)`, if
+    given, replaces the family's recipe (`make_optimizer`): a task of one's own (not a model
+    family of the paper, e.g. a small stand-in model) brings its own optimizer and trains as a
+    single run, without the pruning wrapper's per-run inputs; the tests drive the loop so.
     """
 
     model_config: Any
@@ -431,8 +424,8 @@ def load_params(run_dir: str | Path, like=None):
         got = {path_str(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_leaves_with_path(restored)}
         if want != got:
             diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))[:3]
-            raise InputError(f"--init {run_dir}: checkpoint shapes do not match this model "
-                             f"(first differences: {', '.join(f'{k}: {got.get(k)} vs {want.get(k)}' for k in diff)})")
+            raise InputError(f"{{arg}} {run_dir}: checkpoint shapes do not match this model "
+                             f"(first differences: {', '.join(f'{k}: {got.get(k)} vs {want.get(k)}' for k in diff)})", arg="init")
         restored = jax.tree.unflatten(jax.tree.structure(like), _leaves_by_path(restored, like))
     return restored
 
@@ -502,8 +495,8 @@ def _check_config(out_dir: Path, config: TrainConfig) -> None:
         mine = json.loads(json.dumps(config.to_dict()))
         if theirs != mine:
             diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-            raise InputError(f"--out {out_dir} holds a run of a different config (differs in {', '.join(diff)}); "
-                             f"choose another directory")
+            raise InputError(f"{{arg}} {out_dir} holds a run of a different config (differs in {', '.join(diff)}); "
+                             f"choose another directory", arg="out")
     else:
         _atomic_write_json(path, {"config": config.to_dict(), "recipe_version": recipe_version(config.family)})
 
@@ -837,8 +830,8 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
             theirs = meta.get("config")
             if theirs is not None and theirs != mine:
                 diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-                raise InputError(f"--out {r.out_dir}: its checkpoint at step {step} belongs to a run of a "
-                                 f"different config (differs in {', '.join(diff)}); choose another directory")
+                raise InputError(f"{{arg}} {r.out_dir}: its checkpoint at step {step} belongs to a run of a "
+                                 f"different config (differs in {', '.join(diff)}); choose another directory", arg="out")
             return step
 
     # The block: K divides every run's length, start and stop, and the checkpoint interval.

@@ -30,7 +30,7 @@ finds what 10,000 random starts find.
 Inner solver (vectorised over grid cells with `jax.vmap`, float64): projected Newton on the
 non-negative coefficients (columns scaled to unit RMS), with Gauss-Newton curvature, a tiny
 curvature for points in the Huber tails (so the Newton system stays positive definite) and
-the batched Armijo line search of `fit._solver` (all trial steps at once).
+the batched Armijo line search of `bfgs.batched` (all trial steps at once).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ RESOLUTION = 21  # grid points per exponent axis (default of `bigsparse fit --me
 REFINE = 24  # grid minima refined
 WITHIN = 2.0  # report distinct optima with objective <= WITHIN * best
 REFINE_ITERS = 100
-REFINE_STEPS = 3.0 ** -np.arange(10)  # BFGS line search on the profile, as fit._solver
+REFINE_STEPS = 3.0 ** -np.arange(10)  # BFGS line search on the profile, as bfgs.batched
 REFINE_GTOL = 1e-9  # on the gradient of objective / delta^2 in the exponents
 
 
@@ -472,7 +472,7 @@ def certified_fit(table, form: Form = EQ3, *, delta: float = DELTA, log: bool = 
     Returns the best optimum and every distinct refined optimum with objective <= within x best.
     """
     if not (np.isfinite(delta) and delta > 0):
-        raise InputError(f"--delta must be a positive number, got {delta}")
+        raise InputError(f"{{arg}} must be a positive number, got {delta}", arg="delta")
     form.check(table)
     feats = form.features(table)
     n = len(tidy(table)[3])
@@ -482,7 +482,7 @@ def certified_fit(table, form: Form = EQ3, *, delta: float = DELTA, log: bool = 
     require_points(n, p)
     res = (resolution,) * len(form.exponents) if np.ndim(resolution) == 0 else tuple(resolution)
     if len(res) != len(form.exponents) or min(res) < 2:
-        raise InputError(f"--resolution: need at least 2 grid points on each of {', '.join(form.exponents)}")
+        raise InputError(f"need at least 2 grid points on each of {', '.join(form.exponents)}", arg="resolution")
     axes = tuple(np.linspace(lo, hi, r) for (lo, hi), r in zip(form.box, res))
     thetas = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
     f, w = profile(form, thetas, table, delta=delta, log=log, weights=weights)

@@ -76,7 +76,7 @@ def test_optimal_dense_cost_equals_corrected_eq6(capsys):
     C = 20 * optimal.chinchilla_compute(law, N)
     out = run_json(capsys, "optimal", "--preset", "vit", "--nnz", str(N), "--compute", repr(float(C)), "--cost", "dense")
     assert list(out) == ["sparsity"]
-    assert out["sparsity"] == pytest.approx(optimal.s_opt_dense_closed_form(law, N, C), abs=1e-6)
+    assert out["sparsity"] == pytest.approx(optimal.s_opt_eq6(law, N, C), abs=1e-6)
     assert out["sparsity"] > 0.5
 
 

@@ -1,6 +1,6 @@
 """`bigsparse sweep`, `sweep-status`, `export` as a user runs them: in subprocesses, killed, resumed.
 
-The engine is replaced by `test_sweep.fake_train` (hidden `--trainer` flag), so the store,
+The engine is replaced by `test_sweep.fake_train` (the `--trainer` flag), so the store,
 the resume logic and the exit codes are tested in seconds; the real engine's smoke sweep
 is at the end, marked slow.
 """

@@ -62,7 +62,7 @@ def test_train_json_save_params_resume_and_refuse(tmp_path, capsys):
     mcfg = models.config_for_nnz("vit", "smoke", 5000, 0.5)
     assert saved["dense_params"] == models.vit.dense_count(mcfg)
     assert saved["nnz"] == pytest.approx(0.5 * saved["dense_params"], abs=len(saved["layer_sparsity"]))
-    assert saved["steps"] == 6 and saved["data"] == 6 * train.PRESETS["vit"]["smoke"].batch_size
+    assert saved["steps"] == 6 and saved["data"] == 6 * train.RECIPES["vit"]["smoke"].batch_size
 
     # --save-params: every sparsified kernel under its path, in the model's [in, out] layout
     kernels = dict(np.load(npz))

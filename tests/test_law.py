@@ -104,3 +104,43 @@ def test_coef_dict_round_trip_and_errors():
         SparseLaw.from_dict({"a_S": 1.0})
     with pytest.raises(InputError, match="unknown"):
         DenseLaw.from_dict({**paper.EPOCH.to_dict(), "zeta": 1.0})
+
+
+def test_table7_rows_put_the_paper_beside_a_fit():
+    """core_law.md's Table 7: the published error as printed, the published law re-evaluated
+    with App. C's objective written out here (mean Huber on log L, delta 1e-3 for T5), and the fit."""
+    import pandas as pd
+
+    t5 = paper.TABLE7["t5"]
+    S, N, D = np.meshgrid([0.0, 0.5, 0.75], [1e7, 4e7], [1e9, 4e9], indexing="ij")
+    S, N, D = S.ravel(), N.ravel(), D.ravel()
+    L = np.asarray(t5.loss(S, N, D)) * np.exp(np.linspace(-0.002, 0.002, S.size))  # known residuals
+    table = pd.DataFrame({"sparsity": S, "nnz": N, "data": D, "loss": L})
+
+    class Result:  # a fit result of a known law and objective
+        law, objective = t5.replace(c=0.7), 0.125
+
+    rows = paper.table7_rows("t5", table, Result)
+    r = np.log(np.asarray(t5.loss(S, N, D))) - np.log(L)
+    delta = 1e-3
+    huber = np.where(np.abs(r) <= delta, 0.5 * r**2, delta * (np.abs(r) - delta / 2))
+    assert rows.loc["t5 paper", "error"] == paper.TABLE7_ERROR["t5"]
+    assert rows.loc["t5 paper, re-evaluated", "error"] == pytest.approx(huber.mean(), rel=1e-9)
+    assert rows.loc["t5 ours", "c"] == 0.7 and rows.loc["t5 ours", "error"] == 0.125
+    assert rows.loc["t5 paper", "b_S"] == t5.b_S
+
+
+def test_beside_paper_rows():
+    """Our law beside Table 7 / Table 2: the paper's own law gives its own coefficients back,
+    its gains match Table 2 to the printed decimals, and without a bootstrap the interval is NaN."""
+    vit = paper.TABLE7["vit"]
+    rows = paper.beside_paper("vit", vit.replace(c=0.5))
+    assert rows.loc[("vit", "b_S"), "paper"] == vit.b_S == rows.loc[("vit", "b_S"), "ours"]
+    assert rows.loc[("vit", "c"), "ours"] == 0.5 and rows.loc[("vit", "c"), "paper"] == vit.c
+    for S, published in paper.TABLE2["vit"].items():
+        assert rows.loc[("vit", f"gain@{S:g}"), "paper"] == published
+        assert rows.loc[("vit", f"gain@{S:g}"), "ours"] == pytest.approx(published, abs=0.01)
+    assert np.isnan(rows.loc[("vit", "onset@0.5"), "paper"])  # the paper prints no single onset number
+    assert rows[["95% lo", "95% hi"]].isna().all().all()
+    only = paper.beside_paper("vit", vit, quantities=["b_N", "gain@0.5"])
+    assert list(only.index.get_level_values("quantity")) == ["b_N", "gain@0.5"]

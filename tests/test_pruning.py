@@ -358,3 +358,20 @@ def test_vmapped_lanes_with_the_axis_named_prune_as_each_run_alone():
     # and the update is a real cond, not a select: the jaxpr keeps one
     jaxpr = jax.make_jaxpr(jax.vmap(lambda S, clock: train(S, clock, 1, axis_name="lanes"), axis_name="lanes"))(S_in, clocks)
     assert "cond" in str(jaxpr)
+
+
+def test_schedule_details_decided_against_jaxpruner():
+    """schedule.py's docstring: (1) Zhu & Gupta's formula, so the first update (at t_0) prunes
+    nothing, where jaxpruner's `step + 1 - start` would already prune 0.0045 for S = 0.75 over a
+    500-step ramp; (2) at least one weight per tensor, as jaxpruner keeps."""
+    T, S = 1000, 0.75  # ramp from step 250 to 750: 500 steps
+    cfg = PruningConfig(schedule=GradualSchedule(start=0.25, end=0.75, every=10))
+    assert cfg.sparsity_at_step(250, T, S) == 0.0
+    jaxpruner_first = S + (0.0 - S) * (1 - (250 + 1 - 250) / 500) ** 3
+    assert jaxpruner_first == pytest.approx(0.0045, abs=5e-5)  # the number the docstring quotes
+    assert cfg.sparsity_at_step(260, T, S) == pytest.approx(S - S * (1 - 10 / 500) ** 3, rel=1e-12)
+    # (2): 4 weights at S = 0.9 would round to 0 kept; one survives, in the mask training uses
+    assert pruning.keep_count(0.9, 4) == 1 and pruning.keep_count(0.5, 4) == 2
+    w = jnp.asarray([0.1, -3.0, 0.2, 0.05])
+    np.testing.assert_array_equal(np.asarray(pruning.mask_for(w, 0.9)), [False, True, False, False])
+    assert int(jax.jit(lambda S: pruning.keep_count(S, 4))(jnp.float32(0.9))) == 1

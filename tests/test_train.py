@@ -145,7 +145,7 @@ def assert_trees_equal(a, b):
 def test_config_round_trip_and_defaults():
     c = train.TrainConfig(family="vit", preset="toy", sparsity=0.75, pattern="2:8", seed=3)
     r = c.resolved()
-    recipe = train.PRESETS["vit"]["toy"]
+    recipe = train.RECIPES["vit"]["toy"]
     assert (r.steps, r.batch_size, r.learning_rate) == (recipe.steps, recipe.batch_size, recipe.learning_rate)
     assert r.schedule == GradualSchedule(0.25, 0.75, 3.0, train.mask_update_every(recipe.steps))
     d = json.loads(json.dumps(r.to_dict()))
@@ -462,7 +462,7 @@ def test_real_family_smoke_run(tmp_path, family):
     assert len(res["layer_sparsity"]) == len(sizes)
     assert all(v == pytest.approx(S, abs=1e-2) for v in res["layer_sparsity"].values())
     units = data.make(family, "smoke", seed=0).units_per_example
-    B = train.PRESETS[family]["smoke"].batch_size
+    B = train.RECIPES[family]["smoke"].batch_size
     assert res["data"] == steps * B * units
     assert res["data_unit"] == ("tokens" if family == "t5" else "examples")
     assert res["flops_dense"] == 6 * res["dense_params"] * res["data"]

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from bigsparse_lib.commands._common import add_json_flag, emit
@@ -17,7 +16,8 @@ EXECUTOR_CHOICES = ("local", "process", "dask", "slurm")
 
 
 def register(subparsers) -> None:
-    from bigsparse_lib.sweep.grids import FAMILIES, GRIDS, PRESETS
+    from bigsparse_lib.sweep.grids import GRIDS
+    from bigsparse_lib.vocab import FAMILIES, PRESETS
 
     p = subparsers.add_parser(
         "sweep", help="train a grid of runs (Table 1, §4.1 n:m, §4.2 pretrained) into a resumable results directory",
@@ -43,7 +43,10 @@ def register(subparsers) -> None:
     p.add_argument("--slurm-timeout-min", type=int, default=24 * 60)
     p.add_argument("--slurm-gpus-per-node", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # tests: 'module:function' fake engine
+    p.add_argument("--trainer", default=None, metavar="MODULE:FUNCTION",
+                   help="train each run with your own function instead of the engine: it is called as "
+                        "f(config, out_dir, progress=False) and returns the run's result dict (see "
+                        "sweep.executors.run_one); runs then train one at a time, never grouped")
     add_json_flag(p)
     p.set_defaults(func=run_sweep_cmd)
 
@@ -78,7 +81,7 @@ def run_sweep_cmd(args) -> int:
     if args.executor == "slurm":
         options.update(cluster=args.slurm_cluster, partition=args.slurm_partition,
                        timeout_min=args.slurm_timeout_min, gpus_per_node=args.slurm_gpus_per_node)
-    trainer = args.trainer or os.environ.get("BIGSPARSE_SWEEP_TRAINER") or DEFAULT_TRAINER
+    trainer = args.trainer or DEFAULT_TRAINER
     summary = sweep.run_sweep(grid, args.results, executor=args.executor, workers=args.workers, trainer=trainer,
                               progress=not args.no_progress, retry_failed=args.retry_failed, group=args.group,
                               **options)

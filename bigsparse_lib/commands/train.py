@@ -17,6 +17,7 @@ import numpy as np
 
 from bigsparse_lib.commands._common import add_json_flag, emit
 from bigsparse_lib.errors import InputError
+from bigsparse_lib.vocab import FAMILIES, PRESETS
 
 
 def _count(text: str) -> int:
@@ -37,8 +38,8 @@ def register(subparsers) -> None:
                     "to sparsity S, with N non-zeros in the sparsified layers. Writes DIR/result.json "
                     "(eval loss, nnz, dense params, per-layer sparsity, data D, dense and sparse FLOPs), "
                     "DIR/log.jsonl and orbax checkpoints; resumes from DIR when run again.")
-    p.add_argument("--family", choices=["t5", "vit"], required=True)
-    p.add_argument("--preset", choices=["smoke", "toy", "full"], required=True,
+    p.add_argument("--family", choices=FAMILIES, required=True)
+    p.add_argument("--preset", choices=PRESETS, required=True,
                    help="model base and recipe (batch size, steps): smoke/toy on CPU, full = the paper's")
     p.add_argument("--nnz", type=_count, metavar="N",
                    help="non-zeros of the sparsified layers at the end; the width is scaled to hold N/(1-S) "

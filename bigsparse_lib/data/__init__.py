@@ -39,8 +39,7 @@ from bigsparse_lib.data.toy import (IMAGE_SPECS, LANGUAGE_SPECS, ImageSpec, Lang
                                     ToyT5Stream, ToyViTStream)
 from bigsparse_lib.errors import InputError
 
-FAMILIES = ("vit", "t5")
-PRESETS = ("smoke", "toy", "full")
+from bigsparse_lib.vocab import FAMILIES, PRESETS
 
 __all__ = ["make", "Dataset", "C4Source", "ImageFolderSource", "LanguageSpec", "ImageSpec",
            "train_sentencepiece", "config_shapes", "span_corruption", "toy", "c4", "images"]
@@ -56,28 +55,20 @@ class Dataset(Protocol):
     def batch(self, index: int, batch_size: int) -> dict[str, np.ndarray]: ...
 
 
-# The models engineer owns the Config field names; accept the plausible spellings.
-_NAMES = {
-    "vocab_size": ("vocab_size", "num_embeddings", "vocab"),
-    "inputs_length": ("inputs_length", "input_length", "input_len", "max_input_length",
-                      "len_inputs", "seq_len_inputs", "encoder_length"),
-    "targets_length": ("targets_length", "target_length", "target_len", "max_target_length",
-                       "len_targets", "seq_len_targets", "decoder_length"),
-    "num_classes": ("num_classes", "n_classes", "classes"),
-    "image_size": ("image_size", "img_size", "resolution"),
-    "channels": ("channels", "num_channels", "in_channels"),
+# What a stream needs -> the model Config's field that holds it (models.t5.Config, models.vit.Config).
+_FIELDS = {
+    "vocab_size": "vocab_size", "inputs_length": "input_length", "targets_length": "target_length",
+    "num_classes": "num_classes", "image_size": "image_size", "channels": "channels",
 }
 
 
 def _field(config: Any, key: str, default=None):
-    for name in _NAMES[key]:
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
+    value = getattr(config, _FIELDS[key], None)
+    if value is not None:
+        return value
     if default is not None:
         return default
-    raise InputError(f"model config {type(config).__name__} has no field for {key} "
-                     f"(looked for {', '.join(_NAMES[key])})")
+    raise InputError(f"model config {type(config).__name__} has no field {_FIELDS[key]} (the {key} of its data)")
 
 
 def config_shapes(family: str, config: Any) -> dict[str, Any]:
@@ -104,13 +95,9 @@ def _matching_preset(family: str, shapes: dict[str, Any]) -> str:
     """The preset whose base model has these data shapes (a width-scaled Config keeps
     them), so a sweep's scaled models get their preset's task; else "toy", or "smoke"
     for images too small for the toy task."""
-    try:
-        from bigsparse_lib import models
+    from bigsparse_lib import models  # imported late: models does not need data
 
-        bases = models.get_family(family).BASES
-    except ImportError:
-        bases = {}
-    for name, base in bases.items():
+    for name, base in models.get_family(family).BASES.items():
         if config_shapes(family, base) == shapes:
             return name
     if family == "vit":

@@ -23,15 +23,15 @@ import numpy as np
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.models import t5, vit
 
-FAMILIES: dict[str, ModuleType] = {"vit": vit, "t5": t5}
+MODULES: dict[str, ModuleType] = {"vit": vit, "t5": t5}  # family name -> its model module
 
 
 def get_family(name: str) -> ModuleType:
     """The family module ("vit" or "t5")."""
     try:
-        return FAMILIES[name]
+        return MODULES[name]
     except (KeyError, TypeError):
-        raise InputError(f"unknown model family {name!r}; expected one of {', '.join(FAMILIES)}") from None
+        raise InputError(f"unknown model family {name!r}; expected one of {', '.join(MODULES)}") from None
 
 
 def count(params, sparsifiable_tree) -> tuple[int, int]:
@@ -94,4 +94,4 @@ def config_for_nnz(family, preset, nnz: float, S: float = 0.0):
     return at(best)
 
 
-__all__ = ["FAMILIES", "get_family", "count", "config_for_nnz", "t5", "vit"]
+__all__ = ["MODULES", "get_family", "count", "config_for_nnz", "t5", "vit"]

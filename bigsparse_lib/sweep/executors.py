@@ -264,7 +264,7 @@ class DaskExecutor:
         try:
             import distributed  # noqa: F401
         except ImportError:
-            raise InputError("--executor dask needs Dask distributed: pip install 'dask[distributed]'") from None
+            raise InputError("{arg} dask needs Dask distributed: pip install 'dask[distributed]'", arg="executor") from None
         self.workers = max(1, int(workers))
         self.address = address
         self.processes = processes
@@ -313,10 +313,10 @@ class SlurmExecutor:
         try:
             import submitit  # noqa: F401
         except ImportError:
-            raise InputError("--executor slurm needs submitit: pip install submitit") from None
+            raise InputError("{arg} slurm needs submitit: pip install submitit", arg="executor") from None
         if cluster == "slurm" and shutil.which("sbatch") is None:
-            raise InputError("--executor slurm: no SLURM on this machine (sbatch not found); "
-                             "use --slurm-cluster local to run the jobs locally through submitit")
+            raise InputError("{arg} slurm: no SLURM on this machine (sbatch not found); "
+                             "use --slurm-cluster local to run the jobs locally through submitit", arg="executor")
         self.workers = max(1, int(workers))
         self.cluster = cluster
         self.params = {"timeout_min": int(timeout_min)}

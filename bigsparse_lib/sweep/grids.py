@@ -20,20 +20,19 @@ exactly Table 1 (4 sizes x 4 sparsities x 3 lengths = 48).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from bigsparse_lib.errors import InputError
 
-FAMILIES = ("vit", "t5")
-PRESETS = ("smoke", "toy", "full")
+from bigsparse_lib.vocab import FAMILIES, NM_PATTERNS, PRESETS, nm_sparsity, pattern_group
 GRIDS = ("main", "nm", "pretrained")
 
 # Backbone linear weights of the paper's base models (data README): 12 ViT-B blocks, 12+12 t5-base blocks.
 BASE_NNZ = {"vit": 12 * (12 * 768**2), "t5": 24 * (12 * 768**2)}
-NM_PATTERNS = ("2:4", "1:4", "4:8", "2:8")  # §4.1, Table 3
 PRETRAIN_FRACTION = 0.056  # §4.2: pruning runs for 5.6% of the pretraining budget
 PRETRAINED_SPARSITIES = (0.5, 0.75, 0.875)
 
@@ -120,7 +119,7 @@ T5_FULL = MainSpec(
 # (issue 11): 4 sizes and 3 lengths in 2x steps, S in {0, .5, .75, .875}, a second seed at the two
 # smallest sizes: 48 + 24 runs per family, on 7 dense widths (16 ... 126). Their training FLOPs
 # (6 x all weights x tokens, sparse runs at their dense width) are ~4e13 per family, ~7 minutes
-# at ~100 GFLOP/s; with train.PRESETS' toy batch (ViT 128 images, T5 32 rows of 64 tokens).
+# at ~100 GFLOP/s; with train.RECIPES' toy batch (ViT 128 images, T5 32 rows of 64 tokens).
 VIT_TOY = MainSpec(sizes=_geometric(6_000, 2, 4), steps=(250, 500, 1000), sparsities=(0.0, 0.5, 0.75, 0.875),
                    extra_seeds=(1,), seed_sizes=(0, 1))
 T5_TOY = MainSpec(sizes=_geometric(14_000, 2, 4), steps=(200, 400, 800), sparsities=(0.0, 0.5, 0.75, 0.875),
@@ -180,11 +179,11 @@ class Grid:
 
 def _check(family: str, preset: str, name: str) -> None:
     if family not in FAMILIES:
-        raise InputError(f"--family: unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+        raise InputError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}", arg="family")
     if preset not in PRESETS:
-        raise InputError(f"--preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}", arg="preset")
     if name not in GRIDS:
-        raise InputError(f"--grid: unknown grid {name!r}; choose from {', '.join(GRIDS)}")
+        raise InputError(f"unknown grid {name!r}; choose from {', '.join(GRIDS)}", arg="grid")
 
 
 def _config(family: str, preset: str, **fields):
@@ -193,29 +192,52 @@ def _config(family: str, preset: str, **fields):
     return TrainConfig(family=family, preset=preset, **fields)
 
 
-def _group(pattern: str) -> int:
-    return int(pattern.split(":")[1])
+def main_grid(family: str, preset: str, *, seed: int = 0, sizes: Sequence[int] | None = None,
+              steps: Sequence[int] | None = None, sparsities: Sequence[float] | None = None) -> Grid:
+    """Table 1 (or its toy/smoke image): every (N, S) pair at every length, unstructured GMP.
 
-
-def nm_sparsity(pattern: str) -> float:
-    """'2:4' -> 0.5: n of every m weights are kept, S = 1 - n/m."""
-    n, m = (int(x) for x in pattern.split(":"))
-    return 1.0 - n / m
-
-
-def main_grid(family: str, preset: str, *, seed: int = 0) -> Grid:
-    """Table 1 (or its toy/smoke image): every (N, S) pair at every length, unstructured GMP."""
+    `sizes`, `steps`, `sparsities` replace the preset's (MAIN[family, preset]) to sweep a
+    grid of one's own with the same structure: every pair at every length, and the extra
+    seeds at the same size positions. With `sizes` given, a preset's `pairs` (which sizes
+    each S runs at, by position) no longer apply: every S runs at every size.
+    """
     _check(family, preset, "main")
     spec = MAIN[family, preset]
+    changes = {}
+    if sizes is not None:
+        changes.update(sizes=_ascending("sizes", sizes, int), pairs=None)
+    if steps is not None:
+        changes["steps"] = _ascending("steps", steps, int)
+    if sparsities is not None:
+        bad = [S for S in sparsities if not 0.0 <= float(S) < 1.0]
+        if bad or not sparsities:
+            raise InputError(f"sparsities must be a non-empty list of values in [0, 1), got {list(sparsities)}")
+        changes["sparsities"] = tuple(float(S) for S in sparsities)
+        if spec.pairs is not None and sizes is None:
+            changes["pairs"] = None
+    if changes:
+        spec = dataclasses.replace(spec, **changes)
+        spec = dataclasses.replace(spec, seed_sizes=tuple(k for k in spec.seed_sizes if k < len(spec.sizes)))
     size = (lambda N: to_exact(family, N)) if spec.paper_units else int
     extra = {spec.sizes[k] for k in spec.seed_sizes}
     runs = tuple(
-        _config(family, preset, nnz=size(N), sparsity=S, steps=steps, seed=seed + offset,
+        _config(family, preset, nnz=size(N), sparsity=S, steps=t, seed=seed + offset,
                 method="gmp" if S > 0 else "none")
-        for offset in (0,) + tuple(spec.extra_seeds) for steps in spec.steps for N, S in spec.points()
+        for offset in (0,) + tuple(spec.extra_seeds) for t in spec.steps for N, S in spec.points()
         if offset == 0 or N in extra
     )
     return Grid(family, preset, "main", runs)
+
+
+def _ascending(name: str, values: Sequence, cast) -> tuple:
+    try:
+        out = tuple(cast(v) for v in values)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be positive integers, got {list(values)}") from None
+    if not out or any(v < 1 for v in out) or list(out) != sorted(set(out)):
+        raise InputError(f"{name} must be a non-empty list of distinct positive integers in ascending order, "
+                         f"got {list(values)}")
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -297,7 +319,7 @@ def nm_grid(family: str, preset: str, *, seed: int = 0) -> Grid:
     size = (lambda N: to_exact(family, N)) if spec.paper_units else int
     runs = []
     for p in NM_PATTERNS:
-        sizes = nm_distinct_nnz(family, preset, [size(N) for N in spec.sizes], nm_sparsity(p), _group(p))
+        sizes = nm_distinct_nnz(family, preset, [size(N) for N in spec.sizes], nm_sparsity(p), pattern_group(p))
         points = [(N, spec.steps[0]) for N in sizes] + [(sizes[0], t) for t in spec.steps[1:]]
         points = points[:NM_POINTS.get(preset)]
         runs += [_config(family, preset, nnz=N, sparsity=nm_sparsity(p), pattern=p, steps=t, seed=seed, method="gmp")

@@ -131,7 +131,7 @@ class Store:
         """
         store = cls(root)
         if store.root.exists() and not store.root.is_dir():
-            raise InputError(f"--results: {store.root} exists and is not a directory")
+            raise InputError(f"{store.root} exists and is not a directory", arg="results")
         if store.manifest_path.is_file():
             old = store.manifest()
             if old.get("format") != STORE_FORMAT:
@@ -143,7 +143,7 @@ class Store:
                         f"{store.root} holds a sweep with {key}={old.get(key)!r}, not {value!r}; "
                         f"use another --results directory (results of different sweeps are never mixed)")
         elif store.root.is_dir() and any(store.root.iterdir()):
-            raise InputError(f"--results: {store.root} is not empty and is not a sweep results directory")
+            raise InputError(f"{store.root} is not empty and is not a sweep results directory", arg="results")
         else:
             write_json(store.manifest_path, {"format": STORE_FORMAT, **identity, "runs": []})
         return store
@@ -265,15 +265,6 @@ class Store:
                 continue
             info = self.running(rid)
             out.append(RunState(rid, "running" if info else "left", self.config(rid), running=info))
-        return out
-
-    def pending(self, *, retry_failed: bool = False) -> list[str]:
-        """Run ids without a record (and, with retry_failed, those recorded as failed), in grid order."""
-        out = []
-        for rid in self.run_ids():
-            rec = self.record(rid)
-            if rec is None or (retry_failed and rec.get("status") != OK):
-                out.append(rid)
         return out
 
 
