@@ -14,9 +14,11 @@ digits, in text or inline math) is allowed only when it is
 - pasted by a `{glue:...}` role (removed before the check);
 - in code, display math (the paper's equations), a link target, a citation or the
   "Try it" section (exercises choose their own inputs);
-- structural: a reference such as "§3.3", "Table 7", "Fig. 1", "eq. 5", "App. C"
-  (with lists like "eq. 4-6" and "Fig. 1 (left), 2, 3"), a year, a name such as T5, C4 or
-  JFT-4B, or the values 0 and 1;
+- structural: a reference such as "§3.3", "Table 7", "Fig. 1", "eq. 5", "App. C",
+  "Observation 2", "Algorithm 1" (with lists like "eq. 4-6" and "Fig. 1 (left), 2, 3"), a
+  year, a name such as T5, C4 or JFT-4B, an n:m pattern (2:4, n:8), a list enumerator
+  "(2)", or the values 0 and 1;
+- in a parenthesis that gives the paper's value: "(paper: 1.56x and 1.67x)";
 - a value of the paper's grid (`GRID`: the sparsities 50%, 75%, 87.5%, 93.75% and 0.5 ...);
 - in a sentence (or table row) labelled as the paper's: one that names the paper, a
   published table or an outside work (`PAPER_WORDS`) and says nothing of ours (`OURS`:
@@ -37,15 +39,20 @@ from pathlib import Path
 
 GLUE_PREFIX = "application/papermill.record/"  # myst-nb's (and scrapbook's) mime prefix for glued values
 GRID = frozenset({"0.5", "0.75", "0.875", "0.9375", "50%", "75%", "87.5%", "93.75%", "25%", "100%",
-                  "95%"})  # the sparsities, the pruning ramp's ends, and the confidence level of intervals
+                  "95%", "5.6%"})  # the sparsities, the pruning ramp's ends, the confidence level of
+# intervals, and §4.2's pruning budget (5.6% of pretraining)
 PAPER_WORDS = re.compile(r"\bpaper|\bTable \d|\bpublished\b|\bprinted\b|\bHoffmann\b|\bEpoch\b|\bCerebras\b|"
                          r"\bChinchilla\b|\bLlama|\bKaplan\b|\bthe authors\b", re.I)
 OURS = re.compile(r"\b(we|our|ours|us|refits?|bootstrap)\b|\bthis build\b|\bhere\b", re.I)
-_REF_WORD = r"(?:§|Sec\.|Section|Sections|Tables?|Figs?\.|Figures?|[Ee]qs?\.|App\.|Appendix|[Rr]ules?|[Ss]teps?|Chapter)"
+_REF_WORD = (r"(?:§|Sec\.|Section|Sections|Tables?|Figs?\.|Figures?|[Ee]qs?\.|App\.|Appendix|[Rr]ules?|[Ss]teps?|Chapter|"
+             r"[Oo]bservations?|Algorithm)")
 _REF_ITEM = r"\d+(?:\.\d+)*(?:\s*\((?:left|right|top|bottom|[a-z])\))?"
 _REF = re.compile(rf"{_REF_WORD}\s*{_REF_ITEM}(?:\s*(?:,|and|or|-|–|to)\s*(?:{_REF_WORD}\s*)?{_REF_ITEM})*")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.\\])\d+(?:[.,]\d+)*(?:[eE][-+]?\d+)?%?")
 _POWER_OF_TEN = re.compile(r"10\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d)")  # 10^{-3}: a unit of scale in math
+_PATTERN = re.compile(r"(?<![\w.])(?:\d+|n):\d+\b")  # n:m sparsity patterns (2:4, n:8): names, not results
+_ENUMERATOR = re.compile(r"\(\d\)")  # (1), (2): the items of a list in a sentence
+_PAPER_ASIDE = re.compile(r"\((?:the )?paper(?:'s)?\b[^()]*\)", re.I)  # "(paper: 1.56x and 1.67x)"
 _NAME_WITH_DIGITS = re.compile(r"\b[A-Za-z]+[-/]?\d+[A-Za-z0-9.\-]*")  # T5, C4, JFT-4B, GPT-3, Llama-2-7B, t5-base
 
 
@@ -117,7 +124,10 @@ def check(text: str, where: str = "prose") -> list[Finding]:
     for unit in _units(_strip(text)):
         if PAPER_WORDS.search(unit) and not OURS.search(unit):
             continue  # labelled as the paper's (or an outside work's) number
-        masked = _REF.sub(" ", unit)
+        masked = _PAPER_ASIDE.sub(" ", unit)
+        masked = _REF.sub(" ", masked)
+        masked = _PATTERN.sub(" ", masked)
+        masked = _ENUMERATOR.sub(" ", masked)
         masked = _NAME_WITH_DIGITS.sub(" ", masked)
         masked = _POWER_OF_TEN.sub(" ", masked)
         for m in _NUMBER.finditer(masked):

@@ -238,7 +238,8 @@ Promise.all(data.map(h => fetch(h).then(r => r.text().then(t => [h, r.status, t.
 """
 # Chapters whose figures carry their data (bigsparse_lib.figures.publish); the lead's chapters join as converted.
 PUBLISHED_FIGURES = {"chapters/intro", "chapters/core_law", "chapters/optimal_sparsity", "chapters/limit_performance",
-                     "chapters/appendix"}
+                     "chapters/appendix", "chapters/sweeps", "chapters/core_law_sweep", "chapters/nm_sparsity",
+                     "chapters/pretrained_pruning", "chapters/ablations", "chapters/which_law"}
 
 
 @pytest.mark.slow
