@@ -386,7 +386,7 @@ def closed_form_check(bases, points: int, *, seed: int = 0, spread: float = 0.3,
     worst = {"dense: eq. 6 (corrected)": 0.0, "sparse: eq. 5 root": 0.0, "dense: eq. 6 as printed": 0.0}
     at_zero = done = 0
     while done < points:
-        base = bases[int(rng.integers(len(bases)))]
+        base = bases[int(rng.random() * len(bases))]
         draw = SparseLaw(**{k: v * np.exp(rng.normal(0, spread)) for k, v in base.to_dict().items()})
         n = min(per_law, points - done)
         N = 10 ** rng.uniform(6, 10, n)

@@ -47,7 +47,14 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # patch-sized cells (`data.toy.MotifImages`), toy learning rate 1e-2. T5 2 / ViT 3: the engine of
 # `train_runs` (batches generated on the device from jax.random draws, schedules as traced data,
 # masks on every sparsifiable kernel), the ViT head bias started at the task's prior logit.
-RECIPE_VERSIONS = {"t5": "2", "vit": "3"}
+# T5 3 / ViT 4: every run is evaluated on one fixed held-out set (EVAL_SEED), 64 toy batches.
+RECIPE_VERSIONS = {"t5": "3", "vit": "4"}
+# Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
+# paper evaluates every run on one validation set. With each run's own eval set, two seeds of
+# one toy model differed by up to 0.09 in eval loss on the same weights (16 batches), more than
+# the gap between adjacent sizes: the "seed spread" measured the eval sets, not training.
+# Train and eval batches stay disjoint for every run seed (the split is part of each draw's key).
+EVAL_SEED = 0
 
 
 def recipe_version(family: str) -> str:
@@ -94,7 +101,7 @@ RECIPES: dict[str, dict[str, Recipe]] = {
     "t5": {
         "smoke": Recipe(batch_size=8, steps=40, learning_rate=None, eval_batches=2, log_every=5,
                         checkpoint_every=20),
-        "toy": Recipe(batch_size=32, steps=800, learning_rate=None, eval_batches=16, log_every=20,
+        "toy": Recipe(batch_size=32, steps=800, learning_rate=None, eval_batches=64, log_every=20,
                       checkpoint_every=200),
         "full": Recipe(batch_size=128, steps=250_000, learning_rate=None, eval_batches=100, log_every=500,
                        checkpoint_every=5_000),
@@ -102,7 +109,7 @@ RECIPES: dict[str, dict[str, Recipe]] = {
     "vit": {
         "smoke": Recipe(batch_size=8, steps=40, learning_rate=3e-3, eval_batches=2, log_every=5,
                         checkpoint_every=20),
-        "toy": Recipe(batch_size=128, steps=1000, learning_rate=3e-3, eval_batches=16, log_every=25,
+        "toy": Recipe(batch_size=128, steps=1000, learning_rate=3e-3, eval_batches=64, log_every=25,
                       checkpoint_every=250),
         "full": Recipe(batch_size=4096, steps=55_000, learning_rate=None, eval_batches=20, log_every=500,
                        checkpoint_every=5_000),
@@ -278,7 +285,7 @@ def make_task(config: TrainConfig) -> Task:
     # The streams' shapes (vocabulary, lengths, classes, image size) do not depend on the width,
     # so the preset names the stream even when `nnz` rescales the model.
     train_data = data.make(config.family, config.preset, seed=config.seed, split="train", source=config.data_source)
-    eval_data = data.make(config.family, config.preset, seed=config.seed, split="eval", source=config.data_source)
+    eval_data = data.make(config.family, config.preset, seed=EVAL_SEED, split="eval", source=config.data_source)
 
     def loss_fn(params, batch, *, rng=None, dtype=jnp.float32):
         return family.loss_fn(params, batch, mcfg, rng=rng, dtype=dtype)
@@ -1043,7 +1050,8 @@ def _checkpoint_and_stop(name: str, live: list, host, slots) -> None:
 
 
 def _eval_program(task: Task, config: TrainConfig, dtype, device_data: bool = True):
-    """eval(params, task, config) -> the mean loss over the first `eval_batches` held-out batches.
+    """eval(params, task, config) -> the mean loss over the first `eval_batches` held-out batches
+    of the fixed eval set (`EVAL_SEED`), the same for every run.
 
     Synthetic streams generate those batches inside one compiled program (the same batches at
     every call); other streams feed them from the host.
@@ -1062,7 +1070,7 @@ def _eval_program(task: Task, config: TrainConfig, dtype, device_data: bool = Tr
         lambda b: task.loss_fn(params, b, rng=None, dtype=dtype).astype(jnp.float32), batches)))
 
     def evaluate(params, run_task: Task, c: TrainConfig) -> float:
-        return float(mean_loss(params, gen(jnp.int32(c.seed), int(c.eval_batches))))
+        return float(mean_loss(params, gen(jnp.int32(EVAL_SEED), int(c.eval_batches))))
     return evaluate
 
 

@@ -472,3 +472,24 @@ def test_real_family_smoke_run(tmp_path, family):
     if family == "t5":  # the token embedding is pruned too (App. A), but not counted in N
         emb = np.asarray(params["token_embedder"]["embedding"])
         assert 1 - np.count_nonzero(emb) / emb.size == pytest.approx(fam.embedding_sparsity(S), abs=1e-2)
+
+
+@pytest.mark.parametrize("family", ["t5", "vit"])
+def test_every_seed_is_evaluated_on_the_same_held_out_set(family):
+    """EVAL_SEED: seeds differ in their training data, never in the set they are scored on, and
+    that set is disjoint from every seed's training batches (they come from another split)."""
+    a = train.make_task(train.TrainConfig(family=family, preset="smoke", seed=0).resolved())
+    b = train.make_task(train.TrainConfig(family=family, preset="smoke", seed=3).resolved())
+    for x, y in zip(jax.tree.leaves(a.eval_data.batch(2, 8)), jax.tree.leaves(b.eval_data.batch(2, 8))):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.train_data.batch(2, 8)),
+                                                         jax.tree.leaves(b.train_data.batch(2, 8))))
+    def rows(data, i):  # each example's input as bytes (token rows, or images)
+        first = jax.tree.leaves(data.batch(i, 8))[0]
+        return {np.asarray(r).tobytes() for r in first}
+
+    held = set().union(*(rows(a.eval_data, i) for i in range(4)))
+    assert len(held) == 32  # distinct examples, so an overlap would show
+    for task in (a, b):
+        for i in range(4):
+            assert not held & rows(task.train_data, i)
