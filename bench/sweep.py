@@ -99,6 +99,10 @@ def main() -> int:
             base_steps = sum(c.resolved().steps for c in picks)
         rows.append(dict(family=family, runs=len(grid), widths=len(by_width), wall=wall, steps=steps,
                          flops=flops, base_runs=len(picks), base_steps=base_steps, base_wall=base_wall))
+        # each family's figures as soon as they exist: a bench stopped during the next family keeps them
+        print(f"[bench/sweep] {family}: {len(grid)} runs, {steps:,} run-steps in {wall:.0f} s, "
+              f"{flops / wall / 1e9:,.1f} GFLOP/s ({flops / wall / peak:.0%} of the matmul peak); baseline "
+              f"{base_steps / base_wall:,.1f} run-steps/s vs {steps / wall:,.1f}", file=sys.stderr, flush=True)
 
     cmd = ("python bench/sweep.py " + shlex.join(sys.argv[1:])).strip()
     print("## Sweeps\n")

@@ -279,6 +279,14 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
         run = execute_chapter(name, scale, stage, root=root, library=library)
         print(f"[book] {name}: {'up to date' if run.cached else f'{run.seconds:.1f} s'}", file=sys.stderr, flush=True)
         runs.append(run)
+    # The prose must say what this run computed (issue 15): every number pasted by glue exists in
+    # the executed notebook, and no result is typed by hand. A build whose text would be false fails.
+    from bigsparse_lib import prose
+
+    findings = [f for name in names for f in prose.check_notebook(stage / f"{name}.ipynb", name)]
+    if findings:
+        raise InputError(f"the prose of {len({f.where for f in findings})} chapter(s) does not match its run: "
+                         + "; ".join(map(str, findings[:5])) + (" ..." if len(findings) > 5 else ""))
     if html:
         env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
         # Sphinx re-reads only the pages whose source changed and keeps the others' resolved
