@@ -39,7 +39,7 @@ import optax
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.schedule import PAPER_SCHEDULE, GradualSchedule
 
-from bigsparse_lib.vocab import METHODS, parse_pattern  # noqa: F401 -- the one pattern parser
+from bigsparse_lib.vocab import METHODS, parse_pattern
 
 
 # App. B: AC/DC with "a sparse and dense cycle length of 20K steps (10K each phase)" in 250K-step runs.

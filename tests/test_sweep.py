@@ -602,3 +602,23 @@ def test_sweep_groups_below_full_scale_and_records_each_run(tmp_path):
     assert max(sizes) > 1 and len(sweep.export(tmp_path / "r")) == len(g)
     with pytest.raises(InputError, match="in-process"):
         sweep.run_sweep(g, tmp_path / "p", executor="process", group=True, progress=False)
+
+
+def test_main_grid_takes_its_own_sizes_lengths_and_sparsities():
+    """main_grid(sizes=, steps=, sparsities=): every (N, S) pair at every length, the extra
+    seed at the same size positions as the preset's; bad lists are refused by name."""
+    from bigsparse_lib.errors import InputError
+
+    spec = grids.MAIN["vit", "toy"]
+    g = sweep.main_grid("vit", "toy", sizes=(5_000, 10_000, 20_000), steps=(50, 100),
+                        sparsities=(0.0, 0.5, 0.9375))
+    seed0 = [c for c in g.runs if c.seed == 0]
+    assert {(c.nnz, c.sparsity, c.steps) for c in seed0} == {
+        (N, S, t) for N in (5_000, 10_000, 20_000) for S in (0.0, 0.5, 0.9375) for t in (50, 100)}
+    extra = {c.nnz for c in g.runs if c.seed != 0}
+    assert extra == {(5_000, 10_000, 20_000)[k] for k in spec.seed_sizes}
+    assert all(c.method == ("none" if c.sparsity == 0 else "gmp") for c in g.runs)
+    assert len(sweep.main_grid("vit", "toy").runs) == len(sweep.make_grid("vit", "toy", "main").runs)
+    for bad in (dict(sizes=(10_000, 5_000)), dict(steps=()), dict(sparsities=(0.5, 1.0))):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            sweep.main_grid("vit", "toy", **bad)
