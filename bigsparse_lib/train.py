@@ -875,7 +875,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     t_local = np.zeros(R, np.int64)
     alive = np.ones(R, bool)
     lane_in = stack([lane_inputs(i) for i in current])
-    params, opt_state = init_all(lane_in)
+    params, opt_state = init_all(jax.device_put(lane_in, replicated))  # as `reinit` passes it: one compilation
 
     def start_run(slot: int) -> None:
         """Load run current[slot] into its lane: fresh init (done by `reinit`), a checkpoint, or --init."""

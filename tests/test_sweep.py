@@ -185,8 +185,10 @@ def test_nm_grid_widths_split_into_groups_of_m(preset):
 
 @pytest.mark.parametrize("family", ["vit", "t5"])
 def test_toy_main_grid_meets_issue_11_shape(family):
-    """>= 4 sizes and >= 3 lengths in 2x steps, S in {0, .5, .75, .875}, a second seed at some sizes
-    (every S and length there), and the sweep's seed offsets the extra seeds."""
+    """>= 4 sizes and >= 3 lengths in 2x steps, S in {0, .5, .75, .875}; every size at S = 0 and
+    0.5 (the sparsity comparison), every S at >= 2 sizes (a slope in N); no dense width above 2x
+    the largest size; a second seed at some sizes (every S and length there), and the sweep's
+    seed offsets the extra seeds."""
     spec = grids.MAIN[family, "toy"]
     assert len(spec.sizes) >= 4 and len(spec.steps) >= 3
     assert all(b == 2 * a for a, b in zip(spec.sizes, spec.sizes[1:]))
@@ -195,11 +197,27 @@ def test_toy_main_grid_meets_issue_11_shape(family):
     runs = sweep.make_grid(family, "toy", "main", seed=5)
     base = [c for c in runs if c.seed == 5]
     extra = [c for c in runs if c.seed != 5]
-    assert len(base) == len(spec.sizes) * len(spec.steps) * 4
+    points = {(c.nnz, c.sparsity) for c in base}
+    # the width cap, counted by hand: N0..8N0 at S=0 and .5, N0..4N0 at .75, N0..2N0 at .875
+    N = spec.sizes
+    assert points == {(n, S) for S, ns in ((0.0, N), (0.5, N), (0.75, N[:3]), (0.875, N[:2])) for n in ns}
+    assert {(c.nnz, c.sparsity, c.steps) for c in base} == {(n, S, t) for n, S in points for t in spec.steps}
+    assert max(n / (1 - S) for n, S in points) == 2 * max(N)
     assert {c.seed for c in extra} == {5 + k for k in spec.extra_seeds}
     assert {(c.nnz, c.sparsity, c.steps) for c in extra} == {
         (c.nnz, c.sparsity, c.steps) for c in base if c.nnz in {spec.sizes[k] for k in spec.seed_sizes}}
-    assert len(extra) == len(spec.seed_sizes) * len(spec.steps) * 4 * len(spec.extra_seeds) > 0
+    # the two smallest sizes keep all four sparsities, so the seeds cover every S
+    assert {c.sparsity for c in extra} == {0.0, 0.5, 0.75, 0.875} and len(extra) == 2 * 4 * len(spec.steps)
+
+
+def test_widest_caps_the_dense_width_and_main_grid_of_ones_own_drops_it():
+    spec = grids.MainSpec(sizes=(10, 20, 40), steps=(1,), sparsities=(0.0, 0.5, 0.75), widest=1.0)
+    assert spec.points() == [(10, 0.0), (20, 0.0), (40, 0.0), (10, 0.5), (20, 0.5), (10, 0.75)]
+    assert len(grids.MainSpec(sizes=(10, 20, 40), steps=(1,), sparsities=(0.0, 0.5, 0.75)).points()) == 9
+    own = sweep.main_grid("t5", "toy", sizes=(14_000, 28_000), sparsities=(0.0, 0.875))
+    assert {(c.nnz, c.sparsity) for c in own.runs} == {(n, S) for n in (14_000, 28_000) for S in (0.0, 0.875)}
+    steps_only = sweep.main_grid("t5", "toy", steps=(100, 200, 400))
+    assert {(c.nnz, c.sparsity) for c in steps_only.runs} == set(grids.MAIN["t5", "toy"].points())
 
 
 def test_pretrained_grid_structure():
