@@ -69,8 +69,9 @@ TABLE5_SPECS = {
     "smoke": Table5Spec(nnz=3_000, sparsity=0.75, steps=16, base_every=2, seeds=2),
 }
 # toy: two sizes 4x apart, 800 steps, so that AC/DC's phases (4% of the run) last 32 steps, 8x the 4 of the
-# earlier 100-step runs; whether that lets a pruned weight regrow past the mask's threshold is measured by
-# the chapter (`regrow_from_params`). Phases of max(4%, regrow) need a per-run phase in `TrainConfig`.
+# earlier 100-step runs; the chapter measures how many steps a pruned weight needs to regrow past the mask's
+# threshold (`regrow_from_params`, off the GMP runs) and gives AC/DC phases of max(4%, regrow) steps
+# (`acdc_phase`, `TrainConfig.acdc_phase`).
 TABLE6_SPECS = {
     "full": Table6Spec(sizes=(None, None), sparsities=(0.5, 0.75, 0.875), steps=250_000),
     "toy": Table6Spec(sizes=(6_000, 24_000), sparsities=(0.5, 0.75, 0.875), steps=800, seeds=3),
@@ -108,17 +109,24 @@ def table5_grid(family: str, preset: str, *, seed: int = 0):
     return Grid(family, preset, "table5", runs)
 
 
-def table6_grid(family: str, preset: str, *, seed: int = 0):
-    """Table 6: GMP and AC/DC at each (size, S), the paper's pruning window; a grid named "table6"."""
+def table6_grid(family: str, preset: str, *, seed: int = 0, acdc_phase: int | None = None,
+                methods: tuple[str, ...] = ("gmp", "acdc")):
+    """Table 6: GMP and AC/DC at each (size, S), the paper's pruning window; a grid named "table6".
+
+    `acdc_phase`: AC/DC's phase in steps (None: 4% of the run, `acdc_phase_steps`); the chapter
+    passes `acdc_phase(T, regrow)`, measured off the grid's GMP runs (`methods=("gmp",)` first)."""
     from bigsparse_lib.sweep.grids import Grid
     from bigsparse_lib.train import TrainConfig
 
     spec = TABLE6_SPECS[preset]
     # full: Table 6's 1.3M and 42M, i.e. 1/128 and 1/2 of t5-base's nominal N
     sizes = (_full_nnz(family, 1 / 128), _full_nnz(family, 1 / 2)) if preset == "full" else spec.sizes
+    bad = sorted(set(methods) - {"gmp", "acdc"})
+    if bad or not methods:
+        raise InputError(f"{{arg}} must be a non-empty subset of gmp, acdc, got {list(methods)}", arg="methods")
     runs = tuple(TrainConfig(family=family, preset=preset, nnz=N, sparsity=S, steps=spec.steps, seed=seed,
-                             method=method)
-                 for N in sizes for S in spec.sparsities for method in ("gmp", "acdc"))
+                             method=method, acdc_phase=acdc_phase if method == "acdc" else None)
+                 for N in sizes for S in spec.sparsities for method in methods)
     runs += tuple(TrainConfig(family=family, preset=preset, nnz=sizes[0], sparsity=spec.sparsities[0],
                               steps=spec.steps, seed=seed + k, method="gmp") for k in range(1, spec.seeds))
     # the phase proportion is part of what the results mean: it names the results' grid

@@ -136,6 +136,9 @@ def default_schedule(steps: int, pretrained: bool) -> GradualSchedule:
 # --------------------------------------------------------------------------------------
 # The run's configuration.
 # --------------------------------------------------------------------------------------
+OMITTED_WHEN_NONE = ("acdc_phase",)  # fields newer than stored runs: absent from their config dicts
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run's numbers. None means "the preset's default" (RECIPES).
@@ -163,6 +166,9 @@ class TrainConfig:
     eval_batches: int | None = None
     log_every: int | None = None
     checkpoint_every: int | None = None
+    # AC/DC's phase length in steps (App. B); None = `pruning.ACDC_PHASE_FRACTION` of the run.
+    # Added after runs were stored: `to_dict` leaves it out while it is None, so their ids stay.
+    acdc_phase: int | None = None
 
     def validate(self) -> "TrainConfig":
         """Raise InputError, naming the argument, for a config no run can have; return self."""
@@ -187,10 +193,12 @@ class TrainConfig:
         if self.dtype not in DTYPES:
             raise InputError(f"{{arg}} must be one of {', '.join(DTYPES)}, got {self.dtype!r}", arg="dtype")
         for name in ("nnz", "steps", "batch_size", "eval_batches", "log_every",
-                     "checkpoint_every"):
+                     "checkpoint_every", "acdc_phase"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise InputError(f"{{arg}} must be a positive integer, got {value!r}", arg=name)
+        if self.acdc_phase is not None and self.method != "acdc":
+            raise InputError(f"{{arg}} is the phase of method acdc, not of {self.method!r}", arg="acdc_phase")
         if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise InputError(f"{{arg}} must be positive, got {self.learning_rate}", arg="learning_rate")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -223,7 +231,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, keys in field order."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if not (f.name in OMITTED_WHEN_NONE and getattr(self, f.name) is None)}
         if self.schedule is not None:
             d["schedule"] = dataclasses.asdict(self.schedule)
         return d
@@ -308,8 +317,16 @@ def make_optimizer(config: TrainConfig, task: Task) -> optax.GradientTransformat
     from bigsparse_lib import optim, pruning
 
     inner = optim.for_family(config.family, int(config.steps), config.preset, learning_rate=config.learning_rate)
-    prune = pruning.PruningConfig(method=config.method, pattern=config.pattern, schedule=config.schedule)
-    return pruning.sparsify(inner, task.targets, int(config.steps), prune)
+    return pruning.sparsify(inner, task.targets, int(config.steps), pruning_config(config))
+
+
+def pruning_config(config: TrainConfig, method: str | None = None):
+    """The `pruning.PruningConfig` of a (resolved) run: its method (or `method`), pattern, schedule
+    and AC/DC phase."""
+    from bigsparse_lib import pruning
+
+    return pruning.PruningConfig(method=method or config.method, pattern=config.pattern, schedule=config.schedule,
+                                 acdc_phase_steps=config.acdc_phase)
 
 
 # --------------------------------------------------------------------------------------
@@ -716,8 +733,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     dtype = DTYPES[c0.dtype]
     mesh = data_mesh(c0.batch_size, devices)
     replicated = NamedSharding(mesh, P())
-    prune_cfg = pruning.PruningConfig(method="gmp" if len(configs) > 1 and c0.method == "none" else c0.method,
-                                      pattern=c0.pattern, schedule=c0.schedule)
+    prune_cfg = pruning_config(c0, "gmp" if len(configs) > 1 and c0.method == "none" else None)
     params_shape = jax.eval_shape(t0.init, jax.random.key(0))
     target_def = jax.tree_util.tree_structure(params_shape)
     sparsifiable = t0.sparsifiable(params_shape)

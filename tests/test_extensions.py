@@ -5,6 +5,7 @@ under test (a law's loss evaluated forwards, hand-made curves, the grid definiti
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -184,3 +185,67 @@ def test_engine_acdc_phases_scale_with_the_run(monkeypatch):
     cfg = train.TrainConfig(family="t5", preset="smoke", sparsity=0.5, method="acdc", steps=50).resolved()
     train.make_optimizer(cfg, train.make_task(cfg))
     assert seen == {"phase": 2, "steps": 50}
+
+def test_acdc_phase_is_a_run_setting_that_keeps_older_run_ids():
+    """`TrainConfig.acdc_phase` sets AC/DC's phase; absent (None) it stays out of the config dict, so
+    runs stored before the field existed keep their ids; it is refused for other methods."""
+    from bigsparse_lib import train
+    from bigsparse_lib.errors import InputError
+    from bigsparse_lib.sweep.store import run_id
+
+    gmp = train.TrainConfig(family="t5", preset="toy", sparsity=0.5, steps=800)
+    assert "acdc_phase" not in gmp.to_dict() and "acdc_phase" not in gmp.resolved().to_dict()
+    older = {k: v for k, v in gmp.to_dict().items()}  # what a run stored before the field was written
+    assert run_id(gmp.to_dict(), "3") == run_id(older, "3")
+    assert train.TrainConfig.from_dict(older) == gmp
+    acdc = train.TrainConfig(family="t5", preset="toy", sparsity=0.5, steps=800, method="acdc", acdc_phase=50)
+    assert acdc.to_dict()["acdc_phase"] == 50 and train.TrainConfig.from_dict(acdc.to_dict()) == acdc
+    assert run_id(acdc.to_dict(), "3") != run_id(dataclasses.replace(acdc, acdc_phase=None).to_dict(), "3")
+    assert train.pruning_config(acdc.resolved()).phase_steps(800) == 50
+    assert train.pruning_config(dataclasses.replace(acdc, acdc_phase=None).resolved()).phase_steps(800) == 32
+    for bad in (dict(method="gmp", acdc_phase=5), dict(method="acdc", acdc_phase=0)):
+        with pytest.raises(InputError) as e:
+            train.TrainConfig(family="t5", preset="toy", sparsity=0.5, **bad).validate()
+        assert e.value.arg == "acdc_phase"
+
+
+def test_table6_grid_takes_a_phase_and_its_methods(tmp_path):
+    grid = ablations.table6_grid("t5", "toy", acdc_phase=70)
+    assert {c.acdc_phase for c in grid if c.method == "acdc"} == {70}
+    assert {c.acdc_phase for c in grid if c.method == "gmp"} == {None}
+    only = ablations.table6_grid("t5", "toy", methods=("gmp",))
+    assert {c.method for c in only} == {"gmp"} and len(only) == len(grid) - 6
+    # the GMP runs are the same runs in both grids: a sweep of the first is reused by the second
+    assert set(only.runs) <= set(grid.runs)
+    from bigsparse_lib.errors import InputError
+    with pytest.raises(InputError, match="methods"):
+        ablations.table6_grid("t5", "toy", methods=("oneshot",))
+
+
+@pytest.mark.slow
+def test_engine_trains_acdc_with_the_runs_phase(tmp_path):
+    """A run's acdc_phase reaches the engine: inside the pruning window the weights are sparse for
+    `phase` steps, dense for `phase` steps, and so on (the logged per-step sparsity)."""
+    import json
+
+    from bigsparse_lib import train
+
+    cfg = train.TrainConfig(family="t5", preset="smoke", sparsity=0.5, method="acdc", steps=40, acdc_phase=3,
+                            log_every=1)
+    train.train(cfg, tmp_path / "run", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    sparse = [r["sparsity"] > 0.25 for r in sorted((r for r in log if "sparsity" in r), key=lambda r: r["step"])]
+    # runs of equal phase along the 40 steps: dense before the window (25% of 40), then sparse and
+    # dense phases of 3 steps each inside [10, 30), then sparse to the end
+    runs, n = [], 1
+    for a, b in zip(sparse, sparse[1:]):
+        if a == b:
+            n += 1
+        else:
+            runs.append((a, n))
+            n = 1
+    runs.append((sparse[-1], n))
+    assert runs[0][0] is False and runs[-1][0] is True
+    inner = runs[1:-1]
+    assert len(inner) >= 5 and all(n == 3 for _, n in inner), runs
+    assert all(a != b for (a, _), (b, _) in zip(runs, runs[1:]))

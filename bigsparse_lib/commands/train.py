@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--pattern", default="unstructured", help="'unstructured' (default) or n:m, e.g. 2:4 (§4.1)")
     p.add_argument("--method", choices=["gmp", "acdc", "oneshot"], default="gmp",
                    help="gmp (the paper's), acdc (App. B) or oneshot (§4.2)")
+    p.add_argument("--acdc-phase", type=int, metavar="K",
+                   help="acdc only: steps per sparse/dense phase (default: 4%% of the run, App. B's 10K of 250K)")
     p.add_argument("--steps", type=int, metavar="K", help="training steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: the preset's)")
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     config = train.TrainConfig(
         family=args.family, preset=args.preset, nnz=args.nnz, sparsity=args.sparsity, pattern=args.pattern,
         method=args.method, steps=args.steps, seed=args.seed, batch_size=args.batch_size, init=args.init,
-        dtype=args.dtype, data_source=args.data_source,
+        dtype=args.dtype, data_source=args.data_source, acdc_phase=args.acdc_phase,
     )
     # Before anything is written or allocated: refuse a model that cannot fit (issue 16, item 15).
     from bigsparse_lib import budget

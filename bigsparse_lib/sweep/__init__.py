@@ -168,21 +168,29 @@ def _row(s: RunState) -> dict:
 
 # Columns taken from the engine's result, then from the config, into the tidy table's metadata.
 RESULT_COLUMNS = ("steps", "dense_params", "flops_dense", "flops_sparse", "recipe_version")
-CONFIG_COLUMNS = ("pattern", "method", "seed", "preset", "init", "batch_size", "dtype")
+CONFIG_COLUMNS = ("pattern", "method", "seed", "preset", "init", "batch_size", "dtype", "acdc_phase")
 
 
-def export(results: str | Path, *, warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+def export(results: str | Path, *, warn: Callable[[str], None] | None = None,
+           grid: Grid | None = None) -> pd.DataFrame:
     """The tidy table of a results directory: `sparsity, nnz, data, loss` + metadata, one row per ok run.
 
     Failed runs (diverged, error) are left out with a warning naming each; runs not yet
-    finished are left out with one warning counting them. Never fits a failed run.
+    finished are left out with one warning counting them. Never fits a failed run. `grid`:
+    only that grid's runs (a directory keeps every run ever planned in it, e.g. AC/DC runs
+    of an earlier phase length).
     """
+    from bigsparse_lib.train import recipe_version
+
     warn = warn or (lambda msg: warnings.warn(msg, stacklevel=2))
     store = Store(results)
     manifest = store.manifest()
+    mine = None if grid is None else {run_id(c.to_dict(), recipe_version(grid.family)) for c in grid.runs}
     rows, failed, unfinished = [], [], 0
     floors: dict[tuple, float | None] = {}
     for s in store.status():
+        if mine is not None and s.run_id not in mine:
+            continue
         if s.state == "failed":
             failed.append(s)
             continue
