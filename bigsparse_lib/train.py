@@ -68,6 +68,12 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite; `result.json` says so with the reason."""
 
 
+# Signal names that a sweep's main thread received while groups train in worker threads
+# (`sweep.executors`, concurrent groups): every `train_runs` in flight checkpoints its runs at its
+# next block and raises `Interrupted`, as it does for a signal of its own in the main thread.
+STOP_REQUESTS: list[str] = []
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGINT stopped training: every run in flight was checkpointed at its last
     finished block, so running the same command again resumes it."""
@@ -953,8 +959,8 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     handlers = _catch_signals(signalled)
     try:
         while alive.any():
-            if signalled:
-                _checkpoint_and_stop(signalled[0], [runs[current[s]] for s in np.flatnonzero(alive)],
+            if signalled or STOP_REQUESTS:
+                _checkpoint_and_stop((signalled or STOP_REQUESTS)[0], [runs[current[s]] for s in np.flatnonzero(alive)],
                                      jax.device_get((params, opt_state)), np.flatnonzero(alive))
             xs = (gen_fn(jnp.asarray([configs[i].seed for i in current], jnp.int32), jnp.asarray(t_local, jnp.int32))
                   if gen_fn else host_batches())

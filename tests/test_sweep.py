@@ -640,3 +640,44 @@ def test_main_grid_takes_its_own_sizes_lengths_and_sparsities():
     for bad in (dict(sizes=(10_000, 5_000)), dict(steps=()), dict(sparsities=(0.5, 1.0))):
         with pytest.raises(InputError, match=next(iter(bad))):
             sweep.main_grid("vit", "toy", **bad)
+
+
+@pytest.mark.slow
+def test_groups_trained_side_by_side_record_what_one_at_a_time_records(tmp_path, monkeypatch):
+    """workers=2 trains two groups at once in threads: the same records as one group after another.
+    A signal to the sweep (here: a stop request raised inside one group's training) checkpoints the
+    groups in flight, starts no other, raises Interrupted; the same sweep then resumes to the same numbers."""
+    from bigsparse_lib import train
+
+    grid = sweep.make_grid("t5", "smoke", "main")
+    one = sweep.run_sweep(grid, tmp_path / "one", workers=1, progress=False)
+    assert one.complete and not one.failed
+    ref = sweep.export(tmp_path / "one").set_index("run_id").sort_index()
+    assert len({train.group_signature(c) for c in grid}) >= 3  # several groups to run side by side
+
+    two = sweep.run_sweep(grid, tmp_path / "two", workers=2, progress=False)
+    assert two.complete and not two.failed
+    got = sweep.export(tmp_path / "two").set_index("run_id").sort_index()
+    assert list(got.index) == list(ref.index)
+    np.testing.assert_array_equal(got["loss"].to_numpy(), ref["loss"].to_numpy())
+    sizes = [Store(tmp_path / "two").record(rid).get("group", 1) for rid in got.index]
+    assert max(sizes) > 1
+
+    real = train._append_log
+
+    def signalled_at_step_8(out_dir, record):  # as the main thread's handler does on SIGTERM
+        if record.get("step") == 8 and not train.STOP_REQUESTS:
+            train.STOP_REQUESTS.append("SIGTERM")
+        return real(out_dir, record)
+
+    monkeypatch.setattr(train, "_append_log", signalled_at_step_8)
+    with pytest.raises(train.Interrupted, match="SIGTERM"):
+        sweep.run_sweep(grid, tmp_path / "three", workers=2, progress=False)
+    monkeypatch.setattr(train, "_append_log", real)
+    assert train.STOP_REQUESTS == []  # cleared for the next sweep of this process
+    status = sweep.status(tmp_path / "three")
+    assert status["done"] < len(grid)
+    resumed = sweep.run_sweep(grid, tmp_path / "three", workers=2, progress=False)
+    assert resumed.complete and not resumed.failed
+    again = sweep.export(tmp_path / "three").set_index("run_id").sort_index()
+    np.testing.assert_allclose(again["loss"].to_numpy(), ref["loss"].to_numpy(), rtol=1e-5)

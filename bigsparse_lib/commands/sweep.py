@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--grid", default="main", help=f"which grid: {', '.join(GRIDS)} (default main)")
     p.add_argument("--results", required=True, metavar="DIR", help="results directory (created if absent)")
     p.add_argument("--executor", default="local", help=f"where runs execute: {', '.join(EXECUTOR_CHOICES)}")
-    p.add_argument("--workers", type=int, default=None, help="parallel runs (process/dask) or array width (slurm)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (process/dask), array width (slurm), or groups trained side by side "
+                        "in this process (local with grouping; default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run in the grid")
     p.add_argument("--retry-failed", action="store_true", help="train diverged runs again too")
     p.add_argument("--group", action=argparse.BooleanOptionalAction, default=None,

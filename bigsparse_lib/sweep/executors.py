@@ -151,12 +151,15 @@ class LocalExecutor:
     `group=True` trains runs that share shapes and length as one vmapped program
     (`sweep.group`): at CPU scale, where compiling dominates a short run, that is faster.
     Only the engine's own trainer groups; any other trainer runs one run at a time.
+    With `group=True` and `workers` > 1, that many groups train at once, each in a thread of
+    this process (`_concurrently`): XLA runs a small model's program on about one core, so
+    two programs side by side use two.
     """
 
     name = "local"
 
     def __init__(self, workers: int = 1, group: bool = False, **_):
-        self.workers = 1
+        self.workers = max(1, int(workers))
         self.group = bool(group)
 
     def run(self, store: Store, tasks: Sequence[str], trainer) -> Iterator[tuple[str, dict]]:
@@ -168,12 +171,79 @@ class LocalExecutor:
         from bigsparse_lib.sweep import group
 
         configs = [engine.TrainConfig.from_dict(resolve_init(store, store.config(rid))) for rid in tasks]
-        for members in group.plan(configs, [store.train_dir(rid) for rid in tasks]):
-            rids = [tasks[i] for i in members]
-            if len(rids) == 1:
-                yield rids[0], run_one(str(store.root), rids[0], trainer)
-            else:
-                yield from run_group(str(store.root), rids)
+        groups = [[tasks[i] for i in members]
+                  for members in group.plan(configs, [store.train_dir(rid) for rid in tasks])]
+        if self.workers == 1:
+            for rids in groups:
+                yield from _group_or_run(str(store.root), rids, trainer)
+            return
+        # the costliest groups first, so that the last group to finish is a cheap one
+        cost = {rid: group.cost(c) for rid, c in zip(tasks, configs)}
+        groups.sort(key=lambda rids: -sum(cost[rid] for rid in rids))
+        yield from _concurrently(store, groups, trainer, self.workers)
+
+
+def _group_or_run(results_dir: str, rids: Sequence[str], trainer) -> list[tuple[str, dict]]:
+    """One group of the store's runs (`run_group`), or one run alone (`run_one`); (rid, record) pairs."""
+    if len(rids) == 1:
+        return [(rids[0], run_one(results_dir, rids[0], trainer))]
+    return list(run_group(results_dir, rids))
+
+
+def _concurrently(store: Store, groups: Sequence[Sequence[str]], trainer, workers: int
+                  ) -> Iterator[tuple[str, dict]]:
+    """Train `groups` in up to `workers` threads at once; yield (rid, record) as each group ends.
+
+    A signal (SIGINT, SIGTERM) reaches the main thread only. Here it asks every group in flight to
+    checkpoint and stop (`train.STOP_REQUESTS`), starts no further group, waits for the groups in
+    flight, and raises `train.Interrupted`: the same command resumes every run from its checkpoint.
+    """
+    import signal
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from bigsparse_lib import train as engine
+
+    engine.STOP_REQUESTS.clear()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handlers[sig] = signal.signal(sig, lambda num, _frame: engine.STOP_REQUESTS.append(signal.Signals(num).name))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bigsparse-group")
+    futures = [pool.submit(_group_or_run, str(store.root), rids, trainer) for rids in groups]
+    interrupted: BaseException | None = None
+    failure: BaseException | None = None
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            if engine.STOP_REQUESTS:  # groups not yet started never start
+                pending = {f for f in pending if not f.cancel()}
+            for f in done:
+                if f.cancelled():
+                    continue
+                try:
+                    outcomes = f.result()
+                except engine.Interrupted as e:
+                    interrupted = interrupted or e
+                    continue
+                except BaseException as e:  # noqa: BLE001 -- e.g. KeyboardInterrupt inside a group: stop the others too
+                    failure = failure or e
+                    engine.STOP_REQUESTS.append(type(e).__name__)
+                    continue
+                yield from outcomes
+        if failure is not None:
+            raise failure
+        if engine.STOP_REQUESTS:
+            raise interrupted or engine.Interrupted(f"{engine.STOP_REQUESTS[0]}: stopped before training more runs; "
+                                                    "run the same command again to resume")
+    finally:
+        if any(not f.done() for f in futures):  # left early (the caller stopped iterating): stop the groups in flight
+            engine.STOP_REQUESTS.append("stopped")
+        pool.shutdown(wait=True, cancel_futures=True)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        engine.STOP_REQUESTS.clear()
 
 
 def _orphan_guard(poll_s: float = 1.0) -> None:

@@ -85,3 +85,13 @@ def train_group(configs: Sequence[train.TrainConfig], out_dirs: Sequence[str | P
     work = [steps_left(c, o) for c, o in zip(configs, out_dirs)]
     return train.train_runs(configs, out_dirs, lanes=lanes(work, max_lanes), progress=progress,
                             on_result=on_result)
+
+
+def cost(config: train.TrainConfig) -> float:
+    """A run's training cost in weight-steps: its length times its dense width's weight count,
+    N / (1 - S) (a sparse run trains its dense width under masks); 1 per step if N is not given.
+    Orders groups costliest first when several train at once (`executors.LocalExecutor`)."""
+    c = config.resolved()
+    width = 1.0 if c.nnz is None else c.nnz / (1.0 - c.sparsity)
+    return float(c.steps) * width
+
