@@ -289,6 +289,23 @@ def schedule_ablation(curves: dict, *, axes=None, title: str = ""):
     return fig
 
 
+def gmp_vs_acdc(table6: pd.DataFrame, *, ax=None, title: str = ""):
+    """Table 6 drawn: validation perplexity exp(L) against S, one line per (N, method).
+
+    `table6`: `ablations.table6`'s rows (columns N, S, "ours: GMP ppl", "ours: AC/DC ppl").
+    Any number of sizes: markers cycle, GMP solid and AC/DC dashed, one colour per size.
+    """
+    fig, ax = _axes(ax, (5.4, 3.8))
+    markers = "o^sDvP*X"
+    for k, (N, grp) in enumerate(table6.sort_values("S").groupby("N", sort=True)):
+        for method, style in (("GMP", "-"), ("AC/DC", "--")):
+            ax.plot(grp["S"], grp[f"ours: {method} ppl"], markers[k % len(markers)] + style, color=f"C{k}",
+                    label=f"{method}, N = {int(N):,}")
+    ax.set(xlabel="sparsity S", ylabel="validation perplexity exp(L)", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def fig2_beside_paper(ours: pd.DataFrame, published: pd.DataFrame, *, c_ours: float, c_paper: float,
                       title_ours: str = "ours", title_paper: str = "paper (released data)"):
     """Fig. 2 twice: the released runs (top row) above our sweep (bottom row), each L - c against N.

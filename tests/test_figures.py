@@ -106,3 +106,17 @@ def test_figure_command_rejects_bad_input(tmp_path, capsys):
     data.to_csv(wrong, index=False)
     assert main(["figure", str(wrong)]) == 2
     assert "row 5, column kind" in capsys.readouterr().err
+
+
+def test_gmp_vs_acdc_draws_a_line_per_size_and_method_at_any_number_of_sizes():
+    """Table 6 at toy has two sizes (four lines); the chapter's inline plot once ran out of markers
+    there. Each line carries its own (S, ppl) points, and a third size still draws."""
+    rows = [{"N": N, "S": S, "ours: GMP ppl": 10.0 + k + S, "ours: AC/DC ppl": 10.5 + k + S}
+            for k, N in enumerate((6_000, 24_000, 96_000)) for S in (0.875, 0.5, 0.75)]
+    fig = plots.gmp_vs_acdc(pd.DataFrame(rows))
+    lines = {l.get_label(): l for l in fig.axes[0].get_lines()}
+    assert sorted(lines) == sorted(f"{m}, N = {N:,}" for N in (6_000, 24_000, 96_000) for m in ("GMP", "AC/DC"))
+    acdc = lines["AC/DC, N = 24,000"]
+    np.testing.assert_allclose(acdc.get_xdata(), [0.5, 0.75, 0.875])  # drawn in order of S
+    np.testing.assert_allclose(acdc.get_ydata(), [12.0, 12.25, 12.375])
+    assert len({l.get_marker() for l in fig.axes[0].get_lines()}) == 3  # one marker per size
