@@ -46,11 +46,11 @@ class SweepSummary:
 
 # Groups a grouped in-process sweep trains at once unless `workers` says otherwise. One toy group
 # took 8.5 s a block on 2 cores and 10.7 s pinned to one, which promised ~1.6x from two groups side
-# by side. Measured end to end it is not there: the T5 toy main grid's two smallest widths (18 runs,
-# 8,400 run-steps, cold compilation cache) took 419.5 s one group at a time and 387.9 s two at a
-# time (1.08x, `bench/side_by_side.py`). Two programs
-# contend for the same two cores, compiles included. So the default stays one; `--workers 2` is there
-# for a machine with more cores than one toy program keeps busy.
+# by side. End to end it is much less: the T5 toy main grid's two smallest widths (18 runs, 8,400
+# run-steps, cold compilation cache) took 419.5 s / 420.7 s one group at a time and 387.9 s /
+# 367.4 s two at a time, 1.08x and 1.15x in two measurements (`bench/side_by_side.py`): two
+# programs contend for the same two cores, compiles included. The default stays one, the path
+# every test and chapter exercises; `--workers 2` is there for whoever wants the ~10%.
 GROUP_WORKERS = 1
 
 
