@@ -68,7 +68,7 @@ def main() -> int:
     print("|---|---|---|---|")
     for k, r in ((1, one), (2, two)):
         print(f"| {k} | {r['wall']:.1f} | {r['run_steps'] / r['wall']:.1f} | {one['wall'] / r['wall']:.2f}x |")
-    print(f"\nSame losses, run for run: {'yes' if same else 'NO'}. The default (`sweep.GROUP_WORKERS`) follows "
+    print(f"\nSame losses, run for run: {'yes' if same else 'NO'}. The default (`sweep.executors.GROUP_WORKERS`) follows "
           "this ratio: one group at a time unless two are clearly faster.\n")
     return 0 if same and one["complete"] and two["complete"] else 1
 

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -42,16 +41,6 @@ class SweepSummary:
     @property
     def complete(self) -> bool:
         return self.done + self.skipped == self.total
-
-
-# Groups a grouped in-process sweep trains at once unless `workers` says otherwise. One toy group
-# took 8.5 s a block on 2 cores and 10.7 s pinned to one, which promised ~1.6x from two groups side
-# by side. End to end it is much less: the T5 toy main grid's two smallest widths (18 runs, 8,400
-# run-steps, cold compilation cache) took 419.5 s / 420.7 s one group at a time and 387.9 s /
-# 367.4 s two at a time, 1.08x and 1.15x in two measurements (`bench/side_by_side.py`): two
-# programs contend for the same two cores, compiles included. The default stays one, the path
-# every test and chapter exercises; `--workers 2` is there for whoever wants the ~10%.
-GROUP_WORKERS = 1
 
 
 def open_store(grid: Grid, results: str | Path) -> tuple[Store, list[str]]:
@@ -92,7 +81,7 @@ def run_sweep(grid: Grid, results: str | Path, *, executor: str = "local", worke
     `group`: train runs that share shapes and length as one vmapped program (`sweep.group`;
     in-process executor only). None: on for the smoke and toy presets, where it is faster
     (`bench/sweep.py`), off at full scale. Grouped, `workers` groups train side by side in
-    threads (default GROUP_WORKERS = 1, at most the CPU count).
+    threads (default `executors.GROUP_WORKERS`).
     """
     from tqdm.auto import tqdm
 
@@ -102,8 +91,6 @@ def run_sweep(grid: Grid, results: str | Path, *, executor: str = "local", worke
         raise InputError(f"grouping runs needs the in-process executor (--executor local), not {executor!r}")
     if executor == "local":
         executor_options = {**executor_options, "group": bool(group)}
-        if group and workers is None:
-            workers = max(1, min(GROUP_WORKERS, os.cpu_count() or 1))
     ex = make_executor(executor, workers, **executor_options)  # before touching the directory
     store, ids = open_store(grid, results)
     with SweepLock(store.root):

@@ -145,6 +145,16 @@ def _lost(store: Store, rid: str, why: str) -> dict:
     return record
 
 
+# Groups a grouped in-process sweep trains at once unless `workers` says otherwise. One toy group
+# took 8.5 s a block on 2 cores and 10.7 s pinned to one, which promised ~1.6x from two groups side
+# by side. End to end it is much less: the T5 toy main grid's two smallest widths (18 runs, 8,400
+# run-steps, cold compilation cache) took 419.5 s / 420.7 s one group at a time and 387.9 s /
+# 367.4 s two at a time, 1.08x and 1.15x in two measurements (`bench/side_by_side.py`): two
+# programs contend for the same two cores, compiles included. The default stays one, the path
+# every test and chapter exercises; `--workers 2` is there for whoever wants the ~10%.
+GROUP_WORKERS = 1
+
+
 class LocalExecutor:
     """In this process (the default; easy to debug), one run or one group of runs after another.
 
@@ -152,13 +162,12 @@ class LocalExecutor:
     (`sweep.group`): at CPU scale, where compiling dominates a short run, that is faster.
     Only the engine's own trainer groups; any other trainer runs one run at a time.
     With `group=True` and `workers` > 1, that many groups train at once, each in a thread of
-    this process (`_concurrently`): XLA runs a small model's program on about one core, so
-    two programs side by side use two.
+    this process (`_concurrently`); on 2 cores that gains only 8-15% (GROUP_WORKERS).
     """
 
     name = "local"
 
-    def __init__(self, workers: int = 1, group: bool = False, **_):
+    def __init__(self, workers: int = GROUP_WORKERS, group: bool = False, **_):
         self.workers = max(1, int(workers))
         self.group = bool(group)
 
@@ -198,17 +207,12 @@ def _concurrently(store: Store, groups: Sequence[Sequence[str]], trainer, worker
     checkpoint and stop (`train.STOP_REQUESTS`), starts no further group, waits for the groups in
     flight, and raises `train.Interrupted`: the same command resumes every run from its checkpoint.
     """
-    import signal
-    import threading
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from bigsparse_lib import train as engine
 
     engine.STOP_REQUESTS.clear()
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            handlers[sig] = signal.signal(sig, lambda num, _frame: engine.STOP_REQUESTS.append(signal.Signals(num).name))
+    handlers = engine._catch_signals(engine.STOP_REQUESTS)  # the engine's own handler, noting into the shared list
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bigsparse-group")
     futures = [pool.submit(_group_or_run, str(store.root), rids, trainer) for rids in groups]
     interrupted: BaseException | None = None
@@ -241,8 +245,7 @@ def _concurrently(store: Store, groups: Sequence[Sequence[str]], trainer, worker
         if any(not f.done() for f in futures):  # left early (the caller stopped iterating): stop the groups in flight
             engine.STOP_REQUESTS.append("stopped")
         pool.shutdown(wait=True, cancel_futures=True)
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        engine._restore_signals(handlers)
         engine.STOP_REQUESTS.clear()
 
 

@@ -94,4 +94,3 @@ def cost(config: train.TrainConfig) -> float:
     c = config.resolved()
     width = 1.0 if c.nnz is None else c.nnz / (1.0 - c.sparsity)
     return float(c.steps) * width
-
