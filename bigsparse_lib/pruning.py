@@ -51,7 +51,10 @@ class Clock(NamedTuple):
 
     total: T, the run's steps; start: the first step that may prune, floor(start * T); end: the
     step of the final mask, round(end * T); every: steps between GMP mask updates, or the length
-    of one AC/DC phase. `PruningConfig.clock(T)` computes them on the host in float64, so that a
+    of one AC/DC phase; t0, span: the ramp's window as fractions of training, `schedule.start` and
+    `schedule.end - schedule.start` (None: the config's own schedule; the engine passes them as
+    float32 data, so runs on different windows train in one program). `PruningConfig.clock(T)`
+    computes them on the host in float64, so that a
     run's schedule is the same whether T is a Python int or, in the engine's vmapped groups,
     per-run data (a traced int32): a run's length and schedule are inputs of the compiled
     program, not constants baked into it.
@@ -61,6 +64,8 @@ class Clock(NamedTuple):
     start: Any
     end: Any
     every: Any
+    t0: Any = None
+    span: Any = None
 
 
 def _is_traced(*values) -> bool:
@@ -134,7 +139,8 @@ class PruningConfig:
         total = int(total_steps)
         start, end = self.window(total)
         every = self.phase_steps(total) if self.method == "acdc" else int(self.schedule.every)
-        return Clock(total=total, start=start, end=end, every=every)
+        sched = self.effective_schedule()
+        return Clock(total=total, start=start, end=end, every=every, t0=sched.start, span=sched.end - sched.start)
 
     def update_due(self, step, total_steps):
         """True on the steps whose mask is recomputed (before that step's update is applied).
@@ -174,10 +180,11 @@ class PruningConfig:
                 level = S + 0.0 * step
             else:  # the ramp value at the start of the current sparse phase
                 phase_start = start + ((step - start) // phase) * phase
-                level = sched.sparsity(phase_start / total_steps, S)
+                level = sched.sparsity(phase_start / total_steps, S, start=clock.t0, span=clock.span)
             in_window = (step >= start) & (step < end)
             return xp.where(step >= end, S, xp.where(in_window & sparse_phase, level, 0.0 * S))
-        return xp.where(step >= end, S, sched.sparsity_at_step(step, total_steps, S, every=clock.every, end_step=end))
+        return xp.where(step >= end, S, sched.sparsity_at_step(step, total_steps, S, every=clock.every, end_step=end,
+                                                                start=clock.t0, span=clock.span))
 
     def mean_density(self, total_steps: int, S) -> float:
         """Mean over the run's steps of (1 - S_t): the step-exact counterpart of

@@ -60,34 +60,46 @@ class GradualSchedule:
         if int(self.every) < 1:
             raise ValueError(f"schedule 'every' must be >= 1 step, got {self.every}")
 
-    def sparsity(self, t, S):
+    def sparsity(self, t, S, *, start=None, span=None):
         """Sparsity at training fraction t in [0, 1] for final sparsity S (continuous time).
 
         Zhu & Gupta (2017), eq. 1, with initial sparsity 0:
         S_t = S + (0 - S) * (1 - (t - t_0) / (n dt))^3.
+
+        `start` and `span` (end - start) default to this schedule's; the engine passes them as
+        per-run float32 data (`pruning.Clock.t0`, `.span`), so that runs on different windows
+        (Table 5) share one compiled program. A span of 0 is one-shot pruning at `start`.
         """
-        xp = _xp(t, S)
-        span = self.end - self.start
-        if span == 0.0:  # one-shot at `start`
-            return xp.where(xp.asarray(t) >= self.start, S, 0.0 * S)
-        tau = xp.clip((xp.asarray(t) - self.start) / span, 0.0, 1.0)
+        if start is None:
+            xp = _xp(t, S)
+            start, span = self.start, self.end - self.start
+            if span == 0.0:  # one-shot at `start`
+                return xp.where(xp.asarray(t) >= start, S, 0.0 * S)
+            tau = xp.clip((xp.asarray(t) - start) / span, 0.0, 1.0)
+        else:
+            xp = _xp(t, S, start, span)
+            ramp = span > 0
+            tau = xp.where(ramp, xp.clip((xp.asarray(t) - start) / xp.where(ramp, span, 1.0), 0.0, 1.0),
+                           (xp.asarray(t) >= start).astype(xp.asarray(t).dtype))
         return S - S * (1.0 - tau) ** self.power
 
-    def sparsity_at_step(self, step, total_steps, S, *, every=None, end_step=None):
+    def sparsity_at_step(self, step, total_steps, S, *, every=None, end_step=None, start=None, span=None):
         """Sparsity in force at integer `step` of `total_steps` when the mask moves every `every` steps.
 
         The mask is recomputed at multiples of `every` (and at the last step of the
         ramp, so that training always ends exactly at S). `every` and `end_step` default to
         this schedule's `every` and round(end * total_steps); the engine passes them (and
-        total_steps) as traced per-run values (`pruning.Clock`).
+        total_steps, and the window's `start` and `span` of `sparsity`) as traced per-run values
+        (`pruning.Clock`).
         """
-        xp = _xp(step, S, total_steps, every, end_step)
+        xp = _xp(step, S, total_steps, every, end_step, start, span)
         every = int(self.every) if every is None else every
         step = xp.asarray(step)
         last_update = (step // every) * every
         end_step = int(round(self.end * total_steps)) if end_step is None else end_step
         # From the (rounded) end step on, the target is exact even when end_step / total < end.
-        return xp.where(step >= end_step, S + 0.0 * last_update, self.sparsity(last_update / total_steps, S))
+        return xp.where(step >= end_step, S + 0.0 * last_update,
+                        self.sparsity(last_update / total_steps, S, start=start, span=span))
 
     def density_integral(self, S, nodes: int = 64):
         """∫_0^1 (1 - S_t) dt: the mean fraction of the *trained* (dense-size) model that is non-zero.

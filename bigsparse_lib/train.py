@@ -615,13 +615,30 @@ def enable_compilation_cache(path: str | Path | None = None) -> str | None:
     return where
 
 
+# XLA's CPU backend compiles at LLVM optimisation level 3 by default. At toy width the compile is
+# much of a group's time, and level 1 halves it without slowing the steps: the T5 toy 14K group
+# (4 lanes, cache off) compiled in 33 s instead of 64 s, and trained at 23.9 against 25.9 ms per
+# lane-step (`bench/compile.py` measures it in BENCHMARKS.md). The matrix products are library
+# calls (YNNPACK/Eigen) that the level does not touch; a step differs from level 3's by float32
+# rounding, which training amplifies as it does between grouped and single runs (T5: 2e-7
+# relative in the eval loss; the toy ViT's short early runs: up to 2%).
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def _jit(fun, **kwargs):
+    """`jax.jit` with CPU_COMPILER_OPTIONS when the default backend is the CPU (the engine's programs)."""
+    if jax.default_backend() == "cpu":
+        kwargs.setdefault("compiler_options", CPU_COMPILER_OPTIONS)
+    return jax.jit(fun, **kwargs)
+
+
 def group_signature(config: TrainConfig) -> str | None:
     """Runs with equal signatures can train in one compiled program (`train_runs`); None for a
     run that always trains alone.
 
     Equal: the resolved config except what a run feeds the program as data -- its seed, sparsity,
-    non-zero count, length (and the mask-update interval that follows from it) -- and the model's
-    shapes. Dense runs (`method="none"`) group with GMP runs: in a group a dense run is GMP with
+    non-zero count, length, and its pruning window and mask-update interval (`pruning.Clock`) --
+    and the model's shapes. Dense runs (`method="none"`) group with GMP runs: in a group a dense run is GMP with
     target 0, which keeps every weight and makes the same updates. Runs that start from a
     checkpoint (`init`), and AC/DC and one-shot runs, train alone.
     """
@@ -629,7 +646,7 @@ def group_signature(config: TrainConfig) -> str | None:
     if c.init is not None or c.method not in ("gmp", "none"):
         return None
     d = {k: v for k, v in c.to_dict().items() if k not in ("seed", "sparsity", "nnz", "method", "steps")}
-    d["schedule"] = {k: v for k, v in d["schedule"].items() if k != "every"}
+    d["schedule"] = {k: v for k, v in d["schedule"].items() if k not in ("every", "start", "end")}
     d["model"] = model_config(c).to_dict()
     return json.dumps(d, sort_keys=True, default=str)
 
@@ -756,7 +773,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
 
     def lane_inputs(i: int) -> LaneInputs:
         c = configs[i]
-        clock = prune_cfg.clock(c.steps)
+        clock = pruning_config(c, prune_cfg.method).clock(c.steps)  # this run's own window (Table 5)
         S = [targets[i][j] for j in cols]
         k = [pruning.keep_count(x, sizes[j]) if x > 0 else sizes[j] for x, j in zip(S, cols)]
         if prune_cfg.nm is not None:  # Algorithm 1's groups of m must tile each kernel's axis 0
@@ -764,7 +781,8 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
             for x, j in zip(S, cols):
                 if x > 0:
                     pruning._check_nm_leaf(shapes[j].shape, x, *prune_cfg.nm, name=leaf_names[j])
-        return LaneInputs(seed=np.int32(c.seed), clock=pruning.Clock(*(np.int32(v) for v in clock)),
+        return LaneInputs(seed=np.int32(c.seed),
+                          clock=pruning.Clock(*(np.int32(v) for v in clock[:4]), *(np.float32(v) for v in clock[4:])),
                           S=np.asarray(S, np.float32), k=np.asarray(k, np.int32))
 
     def make_tx(lane: LaneInputs, config: TrainConfig, axis_name: str | None = None):
@@ -811,9 +829,9 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     def stack(trees):
         return jax.tree.map(lambda *x: np.stack(x), *trees)
 
-    init_all = jax.jit(jax.vmap(lane_init), out_shardings=replicated)
+    init_all = _jit(jax.vmap(lane_init), out_shardings=replicated)
 
-    @functools.partial(jax.jit, out_shardings=replicated, donate_argnums=(0, 1))
+    @functools.partial(_jit, out_shardings=replicated, donate_argnums=(0, 1))
     def pick_fresh(params, opt_state, new_p, new_o, fresh):
         pick = lambda n, o: jnp.where(fresh.reshape((-1,) + (1,) * (o.ndim - 1)), n, o)  # noqa: E731
         return jax.tree.map(pick, new_p, params), jax.tree.map(pick, new_o, opt_state)
@@ -823,7 +841,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
         states come from the same compiled program as the group's first ones (`init_all`)."""
         return pick_fresh(params, opt_state, *init_all(lane_in), fresh)
 
-    @functools.partial(jax.jit, out_shardings=replicated)
+    @functools.partial(_jit, out_shardings=replicated)
     def put_lane(params, opt_state, i, p, o):
         return (jax.tree.map(lambda a, x: a.at[i].set(x), params, p),
                 jax.tree.map(lambda a, x: a.at[i].set(x), opt_state, o))
@@ -886,7 +904,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     most = max(1, min(block or MAX_BLOCK, XS_BYTES // max(1, R * per_step)))
     K = _gcd_block([r.end for lane in lanes for r in map(runs.__getitem__, lane)]
                    + list(starts.values()) + [c0.checkpoint_every], most)
-    block_fn = jax.jit(jax.vmap(lane_block, axis_name=LANES), donate_argnums=(0, 1))
+    block_fn = _jit(jax.vmap(lane_block, axis_name=LANES), donate_argnums=(0, 1))
     # The synthetic streams' batches come from their own compiled program, shared by every width
     # (the data do not depend on the model): each width's program compiles only the model's step.
     gen_fn = _batch_block_program(train_batch, K) if train_batch else None
@@ -1036,7 +1054,7 @@ def _batch_block_program(make, K: int):
     generated on the device by a stream's `device_batch_fn` (`make`)."""
     def lane(seed, t0):
         return jax.vmap(lambda k: make(seed, jnp.int32(SPLIT_TRAIN), t0 + k))(jnp.arange(K, dtype=jnp.int32))
-    return jax.jit(jax.vmap(lane))
+    return _jit(jax.vmap(lane))
 
 
 def _catch_signals(signalled: list[str]) -> dict:
@@ -1079,16 +1097,16 @@ def _eval_program(task: Task, config: TrainConfig, dtype, device_data: bool = Tr
     every call); other streams feed them from the host.
     """
     device_batch = getattr(task.eval_data, "device_batch_fn", None) if device_data else None
-    loss = jax.jit(lambda p, b: task.loss_fn(p, b, rng=None, dtype=dtype))
+    loss = _jit(lambda p, b: task.loss_fn(p, b, rng=None, dtype=dtype))
     if device_batch is None:
         def evaluate(params, run_task: Task, c: TrainConfig) -> float:
             losses = [loss(params, run_task.eval_data.batch(i, c.batch_size)) for i in range(c.eval_batches)]
             return float(np.mean([float(x) for x in losses]))
         return evaluate
     make = device_batch(config.batch_size)
-    gen = jax.jit(lambda seed, n: jax.vmap(lambda i: make(seed, jnp.int32(SPLIT_EVAL), i))(jnp.arange(n, dtype=jnp.int32)),
+    gen = _jit(lambda seed, n: jax.vmap(lambda i: make(seed, jnp.int32(SPLIT_EVAL), i))(jnp.arange(n, dtype=jnp.int32)),
                   static_argnums=1)
-    mean_loss = jax.jit(lambda params, batches: jnp.mean(jax.lax.map(
+    mean_loss = _jit(lambda params, batches: jnp.mean(jax.lax.map(
         lambda b: task.loss_fn(params, b, rng=None, dtype=dtype).astype(jnp.float32), batches)))
 
     def evaluate(params, run_task: Task, c: TrainConfig) -> float:

@@ -49,3 +49,26 @@ def test_bad_schedules_rejected():
         GradualSchedule(start=0.8, end=0.2)
     with pytest.raises(ValueError):
         GradualSchedule(every=0)
+
+
+@pytest.mark.parametrize("start, end", [(0.25, 0.75), (0.475, 0.625), (0.375, 0.875), (0.5, 0.5)])
+def test_the_window_as_program_data_gives_the_fixed_schedule_bit_for_bit(start, end):
+    """The engine feeds each run's window (start, end - start) to one compiled program as float32
+    data, so that Table 5's schedules group; every step's sparsity must be the one the schedule
+    with the window baked in gives (a span of 0 is one-shot pruning)."""
+    import jax
+    import jax.numpy as jnp
+
+    sched = GradualSchedule(start=start, end=end, every=7)
+    total, S = 1003, 0.875
+    steps = jnp.arange(total, dtype=jnp.int32)
+    end_step = int(round(end * total))
+    fixed = jax.jit(lambda t: sched.sparsity_at_step(t, jnp.int32(total), jnp.float32(S), every=jnp.int32(7),
+                                                     end_step=jnp.int32(end_step)))(steps)
+    as_data = jax.jit(lambda t, a, b: GradualSchedule(every=7).sparsity_at_step(
+        t, jnp.int32(total), jnp.float32(S), every=jnp.int32(7), end_step=jnp.int32(end_step), start=a, span=b))(
+        steps, np.float32(start), np.float32(end - start))
+    np.testing.assert_array_equal(np.asarray(fixed), np.asarray(as_data))
+    host = np.array([sched.sparsity_at_step(k, total, S) for k in range(total)])
+    np.testing.assert_allclose(np.asarray(as_data), host, atol=1e-6)
+    assert float(as_data[-1]) == pytest.approx(S) and float(as_data[0]) == 0.0

@@ -20,6 +20,7 @@ import pytest
 
 from bigsparse_lib import sweep
 from bigsparse_lib.errors import InputError
+from bigsparse_lib.schedule import GradualSchedule
 from bigsparse_lib.sweep import grids, store as store_mod
 from bigsparse_lib.sweep.store import Store
 
@@ -504,9 +505,13 @@ def test_group_plan_joins_runs_of_one_width_whatever_their_length_seed_or_step(t
             _cfg(nnz=3000, method="none"),  # another width
             _cfg(nnz=3000, sparsity=0.5, steps=8),  # another length: the same program
             _cfg(nnz=3000, sparsity=0.5, pattern="2:4"),  # another pattern
-            _cfg(nnz=3000, sparsity=0.5, method="acdc")]  # not grouped: only GMP and dense runs are
+            _cfg(nnz=3000, sparsity=0.5, method="acdc"),  # not grouped: only GMP and dense runs are
+            # another pruning window (Table 5): data of the program, so the same group ...
+            _cfg(nnz=1500, sparsity=0.75, schedule=GradualSchedule(start=0.475, end=0.625, every=2)),
+            # ... but another ramp shape is another program
+            _cfg(nnz=1500, sparsity=0.75, schedule=GradualSchedule(power=2.0, every=2))]
     dirs = [tmp_path / str(i) for i in range(len(runs))]
-    assert group.plan(runs, dirs) == [[0, 1, 2, 4], [3], [5], [6]]
+    assert group.plan(runs, dirs) == [[0, 1, 2, 4, 7], [3], [5], [6], [8]]
     # a run already checkpointed at another step joins too: its lane resumes it from there
     (dirs[1] / "checkpoints" / "8").mkdir(parents=True)
     assert group.plan(runs[:3], dirs[:3]) == [[0, 1, 2]]
@@ -532,13 +537,14 @@ def test_lanes_pack_runs_into_lanes_of_equal_work(work, loads):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["vit", "t5"])
 def test_grouped_runs_equal_single_runs(family, tmp_path):
-    """A dense, a 50% and a 75% run on one width, with different seeds and lengths, two of them
-    sharing a lane: the group gives each run what training it alone gives (losses to 1e-5;
+    """A dense, a 50% and a 75% run on one width, with different seeds, lengths and pruning
+    windows, two of them sharing a lane: the group gives each run what training it alone gives (losses to 1e-5;
     non-zeros, FLOPs and layer sparsities exactly), and writes the single-run files."""
     from bigsparse_lib import train
 
     runs = [_cfg(family=family, nnz=6000, method="none"), _cfg(family=family, nnz=3000, sparsity=0.5, steps=8),
-            _cfg(family=family, nnz=1500, sparsity=0.75, seed=3, steps=8)]
+            _cfg(family=family, nnz=1500, sparsity=0.75, seed=3, steps=8,  # its own pruning window (Table 5)
+                 schedule=GradualSchedule(start=0.125, end=0.625, every=1))]
     dirs = [tmp_path / "g" / str(i) for i in range(3)]
     grouped = train.train_runs(runs, dirs, lanes=[[0], [1, 2]], progress=False)
     for i, (cfg, g) in enumerate(zip(runs, grouped)):
