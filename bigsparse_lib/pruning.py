@@ -67,6 +67,11 @@ class Clock(NamedTuple):
     t0: Any = None
     span: Any = None
 
+    def as_data(self) -> "Clock":
+        """The clock as the engine's per-run program inputs: steps as int32, the window as float32."""
+        return Clock(*(np.int32(getattr(self, f)) for f in ("total", "start", "end", "every")),
+                     t0=np.float32(self.t0), span=np.float32(self.span))
+
 
 def _is_traced(*values) -> bool:
     return any(isinstance(v, jax.Array) for v in values)

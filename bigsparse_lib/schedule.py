@@ -71,16 +71,11 @@ class GradualSchedule:
         (Table 5) share one compiled program. A span of 0 is one-shot pruning at `start`.
         """
         if start is None:
-            xp = _xp(t, S)
             start, span = self.start, self.end - self.start
-            if span == 0.0:  # one-shot at `start`
-                return xp.where(xp.asarray(t) >= start, S, 0.0 * S)
-            tau = xp.clip((xp.asarray(t) - start) / span, 0.0, 1.0)
-        else:
-            xp = _xp(t, S, start, span)
-            ramp = span > 0
-            tau = xp.where(ramp, xp.clip((xp.asarray(t) - start) / xp.where(ramp, span, 1.0), 0.0, 1.0),
-                           (xp.asarray(t) >= start).astype(xp.asarray(t).dtype))
+        xp = _xp(t, S, start, span)
+        t = xp.asarray(t)
+        ramp = span > 0  # else one-shot: tau jumps from 0 to 1 at `start`
+        tau = xp.where(ramp, xp.clip((t - start) / xp.where(ramp, span, 1.0), 0.0, 1.0), (t >= start).astype(t.dtype))
         return S - S * (1.0 - tau) ** self.power
 
     def sparsity_at_step(self, step, total_steps, S, *, every=None, end_step=None, start=None, span=None):

@@ -289,13 +289,16 @@ class Task:
 
 
 def model_config(config: TrainConfig):
-    """The model shapes of a run: the preset's base, or the width that holds N/(1-S) weights."""
+    """The model shapes of a run: the preset's base, or the width that holds N/(1-S) weights
+    (with inner dimensions that split into the groups of its n:m pattern, if it has one)."""
     from bigsparse_lib import models
 
     family = models.get_family(config.family)
     if config.nnz is None:
         return family.BASES[config.preset]
-    return models.config_for_nnz(config.family, config.preset, int(config.nnz), float(config.sparsity))
+    nm = parse_pattern(config.pattern)
+    return models.config_for_nnz(config.family, config.preset, int(config.nnz), float(config.sparsity),
+                                 group=1 if nm is None else nm[1])
 
 
 def make_task(config: TrainConfig) -> Task:
@@ -789,7 +792,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
                 if x > 0:
                     pruning._check_nm_leaf(shapes[j].shape, x, *prune_cfg.nm, name=leaf_names[j])
         return LaneInputs(seed=np.int32(c.seed),
-                          clock=pruning.Clock(*(np.int32(v) for v in clock[:4]), *(np.float32(v) for v in clock[4:])),
+                          clock=clock.as_data(),
                           S=np.asarray(S, np.float32), k=np.asarray(k, np.int32))
 
     def make_tx(lane: LaneInputs, config: TrainConfig, axis_name: str | None = None):

@@ -389,6 +389,39 @@ def test_config_for_nnz_hits_the_target(family, preset, N, S):
     assert dataclasses.replace(cfg, **{k: getattr(base, k) for k in hidden}) == base
 
 
+NM_CASES = [("t5", "toy", N, S, m) for N in (14_000, 28_000, 56_000, 112_000) for S, m in ((0.5, 4), (0.75, 8))] + \
+    [("vit", "toy", 6_000, 0.5, 8), ("t5", "smoke", 3_000, 0.5, 4), ("t5", "full", 24.8e6, 0.5, 8)]
+
+
+@pytest.mark.parametrize("family,preset,N,S,m", NM_CASES)
+def test_config_for_nnz_with_a_group_splits_every_kernel_into_groups_of_m(family, preset, N, S, m):
+    import jax
+
+    fam = models.get_family(family)
+    base = fam.BASES[preset]
+    cfg = models.config_for_nnz(family, preset, N, S, group=m)
+    shapes = jax.eval_shape(lambda k: fam.init(cfg, k), jax.random.key(0))
+    rows = [x.shape[0] for x, f in zip(jax.tree.leaves(shapes), jax.tree.leaves(fam.sparsifiable(shapes))) if f]
+    assert rows and all(r % m == 0 for r in rows)  # Algorithm 1's groups run along axis 0
+    # the inner dimension stays within half a group of its proportion to the width
+    w = fam.hidden_size(cfg)
+    inner, ratio = (cfg.d_ff, base.d_ff / base.d_model) if family == "t5" else (cfg.mlp_dim, base.mlp_dim / base.width)
+    assert abs(inner - w * ratio) <= m / 2
+    # and N lands near its target: the width steps by lcm(heads, m), count ~ w^2
+    step = math.lcm(base.num_heads, m)
+    assert abs(math.log(fam.dense_count(cfg) * (1 - S) / N)) <= 2 * math.log1p(step / w) + 1e-9
+
+
+def test_config_for_nnz_group_1_is_the_unstructured_model():
+    for family, preset, N, S in CASES:
+        assert models.config_for_nnz(family, preset, N, S, group=1) == models.config_for_nnz(family, preset, N, S)
+    # T5's d_ff = 8/3 d_model is rounded to whole groups only for n:m models: at d_model 16, 43 vs 40
+    assert models.config_for_nnz("t5", "toy", 14_400, 0.0).d_ff == 43
+    assert models.config_for_nnz("t5", "toy", 14_400, 0.0, group=8).d_ff == 40
+    with pytest.raises(InputError, match="group"):
+        models.config_for_nnz("t5", "toy", 7_000, 0.0, group=0)
+
+
 def test_config_for_nnz_accepts_a_base_config_and_family_module():
     base = t5.BASES["toy"]
     assert models.config_for_nnz(t5, base, 24_000, 0.75) == models.config_for_nnz("t5", "toy", 24_000, 0.75)

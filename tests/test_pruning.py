@@ -348,9 +348,9 @@ def test_vmapped_lanes_with_the_axis_named_prune_as_each_run_alone():
     T = 12  # every lane still ramping: the masks differ from step to step
     alone = [train(S, config.clock(L), T) for S, L in lanes]
     S_in = jnp.asarray([S for S, _ in lanes], jnp.float32)
-    clocks = pruning.Clock(*(jnp.asarray([getattr(config.clock(L), f) for _, L in lanes],
-                                         jnp.float32 if f in ("t0", "span") else jnp.int32)
-                             for f in pruning.Clock._fields))
+    # the engine's per-run inputs (Clock.as_data), stacked along the lanes
+    clocks = jax.tree.map(lambda *v: jnp.stack(v), *(config.clock(L).as_data() for _, L in lanes))
+    assert [x.dtype for x in clocks] == [jnp.int32] * 4 + [jnp.float32] * 2
     together = jax.vmap(lambda S, clock: train(S, clock, T, axis_name="lanes"), axis_name="lanes")(S_in, clocks)
     for i, (p_alone, m_alone) in enumerate(alone):
         for k in ("a", "b"):

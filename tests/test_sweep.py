@@ -166,22 +166,25 @@ def test_nm_grid_is_the_fewest_steps_or_smallest_model():
         assert len({c.nnz for c in runs if c.steps == min(spec.steps)}) == 4
 
 
-@pytest.mark.parametrize("preset", ["smoke", "toy"])
-def test_nm_grid_widths_split_into_groups_of_m(preset):
-    from bigsparse_lib import models
+@pytest.mark.parametrize("family", ["t5", "vit"])
+@pytest.mark.parametrize("preset,near", [("smoke", 1.5), ("toy", 1.2)])
+def test_nm_grid_widths_split_into_groups_of_m(family, preset, near):
+    from bigsparse_lib import models, train
 
     import jax
 
-    for c in sweep.make_grid("vit", preset, "nm"):
+    fam = models.get_family(family)
+    sizes = grids.MAIN[family, preset].sizes
+    for c in sweep.make_grid(family, preset, "nm"):
         m = int(c.pattern.split(":")[1])
-        mcfg = models.config_for_nnz("vit", preset, c.nnz, c.sparsity)
-        fam = models.get_family("vit")
+        mcfg = train.model_config(c)  # the model the engine trains for this run
         shapes = jax.eval_shape(lambda k: fam.init(mcfg, k), jax.random.key(0))
         flags = jax.tree.leaves(fam.sparsifiable(shapes))
         assert all(x.shape[0] % m == 0 for x, f in zip(jax.tree.leaves(shapes), flags) if f)
-        # and N stays near the main grid's size
-        nearest = min(grids.MAIN["vit", preset].sizes, key=lambda n: abs(math.log(c.nnz / n)))
-        assert abs(math.log(c.nnz / nearest)) < math.log(1.5)
+        assert round(fam.dense_count(mcfg) * (1 - c.sparsity)) == c.nnz  # N is that model's exact count
+        # and N stays near one of the main grid's sizes (T5's n:8 models once drifted to 2.3x the largest)
+        nearest = min(sizes, key=lambda n: abs(math.log(c.nnz / n)))
+        assert abs(math.log(c.nnz / nearest)) < math.log(near)
 
 
 @pytest.mark.parametrize("family", ["vit", "t5"])
@@ -487,6 +490,8 @@ def test_real_engine_nm_and_pretrained_smoke_grids(tmp_path):
         assert len(df) == len(grid)
         if name == "nm":
             assert set(df["pattern"]) == {"2:4", "1:4", "4:8", "2:8"}
+            # n of every m kept in every group of the model the grid sized: N is exactly the planned count
+            assert (df["nnz"] == df["nnz_target"]).all(), df[["pattern", "nnz", "nnz_target"]]
 
 
 # ------------------------------------------------------------------------------------------------

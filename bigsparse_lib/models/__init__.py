@@ -59,14 +59,19 @@ def _base(family: ModuleType, preset):
                          f"expected one of {', '.join(family.BASES)}") from None
 
 
-def config_for_nnz(family, preset, nnz: float, S: float = 0.0):
+def config_for_nnz(family, preset, nnz: float, S: float = 0.0, group: int = 1):
     """The config of `family` (name or module) derived from `preset` (name or a base Config) by
     scaling only the hidden dimension, whose sparsified layers hold as close as the shapes allow to
     N / (1 - S) weights, i.e. N = nnz non-zeros at sparsity S.
 
     Widths are multiples of num_heads; "closest" is by ratio (|log count - log target|).
-    Raises InputError for nnz <= 0, S outside [0, 1), or a target below what the narrowest model
-    (one dimension per head) holds.
+    `group` > 1 sizes a model for an n:m pattern with m = group (§4.1, Algorithm 1): groups of m
+    run along the input dimension of every sparsified kernel, so the width steps by
+    lcm(num_heads, m) and the family's `with_width` rounds its inner dimensions (T5's d_ff,
+    ViT's mlp_dim) to multiples of m. T5's d_ff = 8/3 d_model is a multiple of 8 only at every
+    24th d_model; rounding d_ff instead lets n:8 models sit at the main grid's sizes.
+    Raises InputError for nnz <= 0, S outside [0, 1), group < 1, or a target below what the
+    narrowest model (one dimension per head) holds.
     """
     fam = get_family(family) if isinstance(family, str) else family
     base = _base(fam, preset)
@@ -78,9 +83,11 @@ def config_for_nnz(family, preset, nnz: float, S: float = 0.0):
         raise InputError(f"nnz must be a positive number of non-zero parameters, got {nnz}")
     if not 0.0 <= S < 1.0:
         raise InputError(f"sparsity S must be in [0, 1), got {S}")
+    if not (isinstance(group, int) and group >= 1):
+        raise InputError(f"the n:m group size must be an integer >= 1, got {group!r}")
     target = nnz / (1.0 - S)
-    m = fam.width_multiple(base)
-    at = lambda k: fam.with_width(base, k * m)  # noqa: E731
+    m = math.lcm(fam.width_multiple(base), group)
+    at = lambda k: fam.with_width(base, k * m, multiple=group)  # noqa: E731
     smallest = fam.dense_count(at(1))
     if target < smallest / math.sqrt(2):
         raise InputError(

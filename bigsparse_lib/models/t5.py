@@ -98,12 +98,17 @@ def width_multiple(config: Config) -> int:
     return config.num_heads
 
 
-def with_width(base: Config, d_model: int) -> Config:
-    """`base` at hidden size d_model; d_ff and num_heads*d_kv follow in proportion (App. A)."""
-    d_model = int(d_model)
+def with_width(base: Config, d_model: int, multiple: int = 1) -> Config:
+    """`base` at hidden size d_model; d_ff and num_heads*d_kv follow in proportion (App. A).
+
+    `multiple`: d_ff is rounded to a multiple of it (an n:m model's group size m; see
+    `models.config_for_nnz`). 1 keeps d_ff = round(d_model * 8/3) of every unstructured run.
+    """
+    d_model, multiple = int(d_model), int(multiple)
+    d_ff = d_model * base.d_ff / base.d_model
     return dataclasses.replace(
         base, d_model=d_model,
-        d_ff=max(1, round(d_model * base.d_ff / base.d_model)),
+        d_ff=max(multiple, round(d_ff / multiple) * multiple),
         d_kv=max(1, round(d_model * base.d_kv / base.d_model)))
 
 

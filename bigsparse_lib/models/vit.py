@@ -119,9 +119,12 @@ def width_multiple(config: Config) -> int:
     return config.num_heads
 
 
-def with_width(base: Config, width: int) -> Config:
-    """`base` at hidden size `width`, mlp_dim kept in proportion (App. A: only the hidden dimension scales)."""
-    return dataclasses.replace(base, width=int(width), mlp_dim=max(1, round(width * base.mlp_dim / base.width)))
+def with_width(base: Config, width: int, multiple: int = 1) -> Config:
+    """`base` at hidden size `width`, mlp_dim kept in proportion (App. A: only the hidden dimension
+    scales) and rounded to a multiple of `multiple` (an n:m model's group size; `models.config_for_nnz`)."""
+    multiple = int(multiple)
+    mlp_dim = width * base.mlp_dim / base.width
+    return dataclasses.replace(base, width=int(width), mlp_dim=max(multiple, round(mlp_dim / multiple) * multiple))
 
 
 def scale_width(base: Config, scale: float) -> Config:

@@ -252,62 +252,34 @@ def _ascending(name: str, values: Sequence, cast) -> tuple:
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def _kernel_rows(family: str, preset: str, width: int) -> frozenset[int]:
-    """Axis-0 sizes of the sparsified kernels of `family` at `width` (shapes only, nothing allocated)."""
-    import jax
+def nm_compatible_nnz(family: str, preset: str, N: int, S: float, m: int) -> int:
+    """The exact non-zero count, at S, of the n:m model (group size m) nearest to N.
 
+    Algorithm 1 groups weights along axis 0 of each kernel, so every sparsified kernel's input
+    dimension must be a multiple of m: `models.config_for_nnz(..., group=m)` picks such a model
+    (the one the engine trains for a run with this pattern, `train.model_config`), and its count
+    maps back to that very model.
+    """
     from bigsparse_lib import models
 
     fam = models.get_family(family)
-    cfg = fam.with_width(fam.BASES[preset], width)
-    shapes = jax.eval_shape(lambda key: fam.init(cfg, key), jax.random.key(0))
-    flags = fam.sparsifiable(shapes)
-    return frozenset(x.shape[0] for x, f in zip(jax.tree.leaves(shapes), jax.tree.leaves(flags)) if f)
+    return int(round(fam.dense_count(models.config_for_nnz(family, preset, N, S, group=m)) * (1 - S)))
 
 
-@functools.lru_cache(maxsize=None)
-def nm_compatible_nnz(family: str, preset: str, N: int, S: float, m: int) -> int:
-    """The N nearest (by ratio) to `N` whose model suits an n:m pattern with group size m.
-
-    Algorithm 1 groups weights along axis 0 of each kernel, so every sparsified kernel's input
-    dimension must be a multiple of m. `config_for_nnz` only rounds widths to whole heads; here
-    we step through widths that are multiples of lcm(heads, m), nearest first, take the first
-    whose kernels all divide, and return its exact non-zero count at S, which `config_for_nnz`
-    maps back to that very width.
-    """
+def nm_distinct_nnz(family: str, preset: str, sizes, S: float, m: int) -> tuple[int, ...]:
+    """`nm_compatible_nnz` of each size, moved up to the next n:m width where two sizes would share
+    one (at the smallest CPU widths a width step of lcm(heads, m) can be as large as a 2x size step)."""
     from bigsparse_lib import models
 
     fam = models.get_family(family)
     base = fam.BASES[preset]
     step = math.lcm(fam.width_multiple(base), m)
-    c = fam.dense_count(base) / fam.hidden_size(base) ** 2
-    k0 = max(1, round(math.sqrt(N / (1 - S) / c) / step))
-    count = lambda k: fam.dense_count(fam.with_width(base, k * step)) * (1 - S)  # noqa: E731
-    for k in sorted(range(max(1, k0 - 3), k0 + 4), key=lambda k: abs(math.log(count(k) / N))):
-        if all(r % m == 0 for r in _kernel_rows(family, preset, k * step)):
-            return int(round(count(k)))
-    raise InputError(f"no {family} width near N={N} suits the n:m group size m={m}")
-
-
-def nm_distinct_nnz(family: str, preset: str, sizes, S: float, m: int) -> tuple[int, ...]:
-    """`nm_compatible_nnz` of each size, moved up to the next suitable width where two sizes would
-    share one (T5's d_ff = 8/3 d_model allows only every 12th (m = 4) or 24th (m = 8) width, so
-    at CPU sizes two sizes of the main grid can round to the same n:m model)."""
-    from bigsparse_lib import models
-
-    fam = models.get_family(family)
-    base = fam.BASES[preset]
     out: list[int] = []
     for N in sizes:
         n = nm_compatible_nnz(family, preset, N, S, m)
         if out and n <= out[-1]:
-            width = fam.hidden_size(models.config_for_nnz(family, preset, out[-1], S))
-            step = math.lcm(fam.width_multiple(base), m)
-            width = (width // step + 1) * step
-            while not all(r % m == 0 for r in _kernel_rows(family, preset, width)):
-                width += step
-            n = int(round(fam.dense_count(fam.with_width(base, width)) * (1 - S)))
+            width = fam.hidden_size(models.config_for_nnz(family, preset, out[-1], S, group=m)) + step
+            n = int(round(fam.dense_count(fam.with_width(base, width, multiple=m)) * (1 - S)))
         out.append(n)
     return tuple(out)
 
