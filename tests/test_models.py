@@ -418,8 +418,10 @@ def test_config_for_nnz_group_1_is_the_unstructured_model():
     # T5's d_ff = 8/3 d_model is rounded to whole groups only for n:m models: at d_model 16, 43 vs 40
     assert models.config_for_nnz("t5", "toy", 14_400, 0.0).d_ff == 43
     assert models.config_for_nnz("t5", "toy", 14_400, 0.0, group=8).d_ff == 40
-    with pytest.raises(InputError, match="group"):
-        models.config_for_nnz("t5", "toy", 7_000, 0.0, group=0)
+    assert models.config_for_nnz("t5", "toy", 14_400, 0.0, group=np.int64(8)).d_ff == 40
+    for bad in (0, -4, 4.0, "4"):
+        with pytest.raises(InputError, match="group"):
+            models.config_for_nnz("t5", "toy", 14_400, 0.0, group=bad)
 
 
 def test_config_for_nnz_accepts_a_base_config_and_family_module():

@@ -15,6 +15,7 @@ exact for ViT, 6/7 of the real backbone for T5, see `t5.py`).
 from __future__ import annotations
 
 import math
+import operator
 from types import ModuleType
 
 import jax
@@ -83,8 +84,13 @@ def config_for_nnz(family, preset, nnz: float, S: float = 0.0, group: int = 1):
         raise InputError(f"nnz must be a positive number of non-zero parameters, got {nnz}")
     if not 0.0 <= S < 1.0:
         raise InputError(f"sparsity S must be in [0, 1), got {S}")
-    if not (isinstance(group, int) and group >= 1):
+    try:
+        m_group = operator.index(group)  # any integer type (numpy's too), never a float
+    except TypeError:
+        m_group = 0
+    if m_group < 1:
         raise InputError(f"the n:m group size must be an integer >= 1, got {group!r}")
+    group = m_group
     target = nnz / (1.0 - S)
     m = math.lcm(fam.width_multiple(base), group)
     at = lambda k: fam.with_width(base, k * m, multiple=group)  # noqa: E731

@@ -21,7 +21,6 @@ exactly Table 1 (4 sizes x 4 sparsities x 3 lengths = 48).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
