@@ -152,6 +152,20 @@ def test_a_noisy_seed_fails_the_noise_claim():
     assert (want / 20 < E.NOISE_RATIO) == E.noise(quiet).passed
 
 
+def test_noise_by_size_locates_the_noisy_size():
+    df = table(seeds=(0, 1))
+    small, other = min(SIZES), sorted(SIZES)[1]
+    df.loc[(df["seed"] == 1) & (df["nnz"] == small), "loss"] += 0.04  # only the smallest size is noisy
+    df.loc[(df["seed"] == 1) & (df["nnz"] == other), "loss"] += 0.01
+    by = E.noise(df).by_size
+    assert list(by.index) == sorted(SIZES) and (by["points"] == len(SPARSITIES) * len(LENGTHS)).all()
+    assert by.loc[small, "mean spread"] == pytest.approx(0.04)
+    assert by.loc[other, "mean spread"] == pytest.approx(0.01)
+    assert (by.loc[[s for s in SIZES if s not in (small, other)], "mean spread"] == 0).all()
+    n = E.noise(df)
+    assert by.loc[small, "ratio"] == pytest.approx(0.04 / n.points[n.points["size"] == small]["gap"].mean())
+
+
 def test_one_seed_leaves_noise_and_robustness_unmeasured():
     df = table().drop(columns="seed")  # an old table: no seed column is one seed
     assert E.seeds(df) == [0]
