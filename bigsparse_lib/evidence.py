@@ -394,8 +394,8 @@ class Noise:
     def by_size(self) -> pd.DataFrame:
         """Per size with several seeds: its points, mean spread, mean gap and their ratio.
 
-        Where the noise lives: in the toy T5 sweep the smallest model's seeds differ about twice
-        as much as the next size's. The difference comes from the initialisation, not the data
+        Where the noise lives: in the toy T5 sweep the smallest model's seeds differ by 0.031 on average,
+        the next size's by 0.018 (2026-12-01). The difference comes from the initialisation, not the data
         order: four seeds of the 14K model at 200 steps spread by 0.082 with their own batches
         and by 0.078 with one shared batch order (2026-11-30).
         """
