@@ -55,6 +55,9 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # loss fell with N along only 20 of 27 adjacent pairs (27 at 3e-3), the seed spread rose to 0.86 of
 # the gap between sizes (0.47), and the chapter's claims held 4 of 11 (5 at 3e-3). One peak rate
 # for every width is the paper's recipe; at toy widths 1e-2 is too high for the widest.
+# Not bumped (as for the CPU compile level, `CPU_COMPILER_OPTIONS`): the ViT patch embedding as a
+# matrix product instead of a strided conv (`models.vit.PatchEmbedding`, 2026-12-01), the same
+# function up to float32 rounding.
 RECIPE_VERSIONS = {"t5": "3", "vit": "4"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of

@@ -93,6 +93,32 @@ def test_vit_forward_shapes(vit_smoke):
     assert float(loss0) == pytest.approx(c.num_classes * math.log(2.0), rel=1e-6)
 
 
+@pytest.mark.parametrize("preset", ["smoke", "toy"])
+def test_vit_patch_embedding_is_the_strided_conv(preset):
+    """`vit.PatchEmbedding` (a reshape and a matrix product) against big_vision's embedding as
+    XLA computes it, a VALID p x p convolution of stride p, on the same kernel: values and the
+    kernel's gradient agree to float32 rounding, and the parameters are the conv's."""
+    c = vit.BASES[preset]
+    p, C = c.patch_size, c.channels
+    image = jax.random.normal(jax.random.key(0), (3, c.image_size, c.image_size, C))
+    module = vit.PatchEmbedding(c.width, p)
+    params = module.init(jax.random.key(1), image)["params"]
+    assert params["kernel"].shape == (p, p, C, c.width) and params["bias"].shape == (c.width,)
+    params = {"kernel": params["kernel"], "bias": jax.random.normal(jax.random.key(2), (c.width,))}
+
+    def conv(kernel, bias):
+        y = jax.lax.conv_general_dilated(image, kernel, (p, p), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return (y + bias).reshape(image.shape[0], -1, c.width)
+
+    ours = module.apply({"params": params}, image)
+    np.testing.assert_allclose(ours, conv(params["kernel"], params["bias"]), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(lambda k: jnp.sum(jnp.sin(module.apply({"params": {**params, "kernel": k}}, image))))(
+        params["kernel"])
+    g_conv = jax.grad(lambda k: jnp.sum(jnp.sin(conv(k, params["bias"]))))(params["kernel"])
+    np.testing.assert_allclose(g_ours, g_conv, rtol=1e-4, atol=1e-4)
+
+
 def test_t5_forward_shapes(t5_smoke):
     c, params = t5_smoke
     assert params["token_embedder"]["embedding"].shape == (c.vocab_size, c.d_model)

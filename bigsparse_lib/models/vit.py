@@ -1,9 +1,9 @@
 """Vision Transformer for multi-label classification (§3.1, App. A), in the shape of big_vision.
 
 Mirrors `google-research/big_vision`, `big_vision/models/vit.py` (the paper's own ViT codebase):
-patch embedding (a strided conv), learned position embedding, pre-LayerNorm encoder blocks,
-global-average pooling ("gap") and a linear head trained with the multi-label sigmoid
-cross-entropy used for JFT. Module and parameter names follow big_vision
+patch embedding (a strided conv, computed as a matrix product: `PatchEmbedding`), learned position
+embedding, pre-LayerNorm encoder blocks, global-average pooling ("gap") and a linear head trained
+with the multi-label sigmoid cross-entropy used for JFT. Module and parameter names follow big_vision
 (`embedding`, `pos_embedding`, `Transformer/encoderblock_{i}/...`, `head`).
 
 One deliberate difference: every attention projection is a plain 2-D `[in, out]` Dense kernel
@@ -218,6 +218,30 @@ class Encoder(nn.Module):
         return nn.LayerNorm(dtype=self.dtype, param_dtype=jnp.float32, name="encoder_norm")(x)
 
 
+class PatchEmbedding(nn.Module):
+    """big_vision's patch embedding, `nn.Conv(width, (p, p), strides=(p, p), padding="VALID")`,
+    computed as what it is: each p x p patch flattened and multiplied by the kernel. Same
+    parameters (`kernel` [p, p, C, width], `bias`), same initialisation, same function
+    (`tests/test_models.py` checks it against `lax.conv_general_dilated`). Why not the conv:
+    inside the engine's `lax.scan` of steps, XLA's CPU backend ran the strided convolution's
+    backward pass so slowly that a toy ViT step took 3.5x as long as the same step dispatched
+    alone (21.8 against 6.4 ms at N = 24K); as a matrix product it does not (BENCHMARKS.md)."""
+
+    width: int
+    patch: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, image):
+        n, H, W, C = image.shape
+        p = self.patch
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, C, self.width), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.width,), jnp.float32)
+        patches = image.reshape(n, H // p, p, W // p, p, C).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(n, (H // p) * (W // p), p * p * C).astype(self.dtype)
+        return patches @ kernel.reshape(p * p * C, self.width).astype(self.dtype) + bias.astype(self.dtype)
+
+
 class ViT(nn.Module):
     """big_vision `_Model` with posemb="learn", pool_type="gap", no dropout (the paper pretrains without)."""
 
@@ -228,11 +252,9 @@ class ViT(nn.Module):
     def __call__(self, image):
         c = self.config
         p = c.patch_size
-        x = nn.Conv(c.width, (p, p), strides=(p, p), padding="VALID", name="embedding",
-                    dtype=self.dtype, param_dtype=jnp.float32)(image.astype(self.dtype))
-        n, h, w, d = x.shape
-        x = x.reshape(n, h * w, d)
-        pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(d)), (1, h * w, d), jnp.float32)
+        x = PatchEmbedding(c.width, p, self.dtype, name="embedding")(image)
+        n, hw, d = x.shape
+        pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(d)), (1, hw, d), jnp.float32)
         x = x + pos.astype(self.dtype)
         x = Encoder(c, self.dtype, name="Transformer")(x)
         x = jnp.mean(x, axis=1)  # "gap"
