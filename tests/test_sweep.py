@@ -692,3 +692,39 @@ def test_groups_trained_side_by_side_record_what_one_at_a_time_records(tmp_path,
     assert resumed.complete and not resumed.failed
     again = sweep.export(tmp_path / "three").set_index("run_id").sort_index()
     np.testing.assert_allclose(again["loss"].to_numpy(), ref["loss"].to_numpy(), rtol=1e-5)
+
+
+def _grid(family: str, n: int) -> sweep.Grid:
+    g = sweep.make_grid(family, "smoke", "main")
+    return sweep.Grid(g.family, g.preset, g.name, g.runs[:n])
+
+
+def test_run_sweeps_side_by_side_records_what_one_after_another_records(tmp_path, monkeypatch):
+    """Two families' sweeps in two processes at once: the same records as `run_sweep` on each,
+    trained outside this process, in two different processes; a second call starts no process."""
+    jobs = [(_grid("t5", 2), tmp_path / "t5"), (_grid("vit", 2), tmp_path / "vit")]
+    for grid, results in jobs:
+        sweep.run_sweep(grid, tmp_path / "alone" / results.name, trainer=FAKE, progress=False)
+    out = sweep.run_sweeps(jobs, parallel=2, trainer=FAKE, progress=False)
+    assert [s.complete and s.done == len(g) for (s, _), (g, _) in zip(out, jobs)] == [True, True]
+    assert all(w > 0 for _, w in out)
+    for grid, results in jobs:
+        assert losses(results) == losses(tmp_path / "alone" / results.name)
+    pids = {grid.family: {int(p) for f in results.rglob("starts.log") for p in f.read_text().split()}
+            for grid, results in jobs}
+    assert os.getpid() not in pids["t5"] | pids["vit"] and not pids["t5"] & pids["vit"]
+
+    import concurrent.futures
+
+    class NoPool:
+        def __init__(self, *a, **k):
+            raise AssertionError("a rebuild must not start processes")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", NoPool)
+    again = sweep.run_sweeps(jobs, parallel=2, trainer=FAKE, progress=False)
+    assert [s.skipped for s, _ in again] == [len(g) for g, _ in jobs]
+
+
+def test_run_sweeps_rejects_a_parallel_below_one(tmp_path):
+    with pytest.raises(InputError, match="parallel must be >= 1"):
+        sweep.run_sweeps([(_grid("t5", 1), tmp_path / "r")], parallel=0, trainer=FAKE)
