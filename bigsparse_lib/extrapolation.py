@@ -384,15 +384,14 @@ def coverage(held: HeldOut, level: float = LEVEL) -> pd.DataFrame:
     z = _z(level)
     # A residual at rounding level is a hit: on data that the law fits exactly, every band has
     # width 0 and the residuals are a few float64 eps of either sign, depending on the CPU.
-    tol = COVER_TOL
     out = []
     for fold, g in runs.groupby("fold"):
         m = error_model(held, level, exclude_fold=fold)
         q = m.q(g.d_N, g.d_D)
         b = np.where(g.r > 0, g.b_lo, g.b_hi)
         noise = z * g.sigma.to_numpy()
-        param = np.abs(g.r) <= np.hypot(b, noise) + tol
-        extrap = np.abs(g.r) <= np.sqrt(b**2 + noise**2 + q**2) + tol
+        param = np.abs(g.r) <= np.hypot(b, noise) + COVER_TOL
+        extrap = np.abs(g.r) <= np.sqrt(b**2 + noise**2 + q**2) + COVER_TOL
         k = m.k_N if g.axis.iloc[0] == "N" else m.k_D
         out.append(pd.DataFrame({"fold": fold, "axis": g.axis, "held": g.held, "d": g.d_N + g.d_D, "r": g.r,
                                  "param": param, "extrap": extrap, "k": k}))

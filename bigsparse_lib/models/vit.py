@@ -223,9 +223,10 @@ class PatchEmbedding(nn.Module):
     computed as what it is: each p x p patch flattened and multiplied by the kernel. Same
     parameters (`kernel` [p, p, C, width], `bias`), same initialisation, same function
     (`tests/test_models.py` checks it against `lax.conv_general_dilated`). Why not the conv:
-    inside the engine's `lax.scan` of steps, XLA's CPU backend ran the strided convolution's
-    backward pass so slowly that a toy ViT step took 3.5x as long as the same step dispatched
-    alone (21.8 against 6.4 ms at N = 24K); as a matrix product it does not (BENCHMARKS.md)."""
+    inside the engine's `lax.scan` of steps, XLA's CPU backend ran the strided convolution
+    (forward or backward: not told apart) so slowly that a toy ViT step took 3.5x as long as
+    the same step dispatched alone (21.8 against 6.4 ms at N = 24K); as a matrix product it
+    does not (BENCHMARKS.md)."""
 
     width: int
     patch: int

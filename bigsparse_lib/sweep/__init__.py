@@ -139,7 +139,7 @@ def run_sweeps(jobs, *, parallel: int | None = None, **kwargs) -> list[tuple[Swe
     once. None: every job at once when no grid is at full scale and this machine has 2 or more
     cores, else one after another (at full scale the sweeps would share one accelerator).
     Why: a toy program keeps about 1.5 of 2 cores busy, so the two families' toy main grids
-    side by side took 789 s against 908 s one after the other (BENCHMARKS.md, Sweeps). Each
+    side by side took 826 s against 893 s one after the other (`bench/sweep.py`). Each
     process is a `run_sweep`, so killing this loses at most the runs in flight, which resume.
     """
     jobs = [(grid, str(results)) for grid, results in jobs]
