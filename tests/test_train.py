@@ -495,3 +495,35 @@ def test_every_seed_is_evaluated_on_the_same_held_out_set(family):
     for task in (a, b):
         for i in range(4):
             assert not held & rows(task.train_data, i)
+
+
+def test_checkpoints_saved_from_several_threads_at_once_all_land(tmp_path):
+    """Three runs checkpointing from three threads at once (the threaded group runner): every save
+    lands and restores. orbax's asynchronous save keeps process-wide state, and without
+    `train._SAVE_LOCK` this test failed in 3 runs of 3 (FileExistsError and the like)."""
+    import threading
+
+    errors = []
+
+    def work(k):
+        try:
+            manager = train._manager(tmp_path / f"run{k}")
+            p = {"w": jnp.full((16, 16), float(k))}
+            for step in range(1, 25):
+                train._save(manager, step, p, p, {"k": k})
+            manager.wait_until_finished()
+            assert manager.all_steps() == list(range(1, 25))[-len(manager.all_steps()):]
+            assert manager.latest_step() == 24
+            got, _, meta = train._restore(manager, 24, p, p)
+            assert meta == {"k": k} and float(got["w"][0, 0]) == k
+            manager.close()
+        except Exception as e:  # noqa: BLE001 -- reported below, with its thread
+            errors.append(f"run{k}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a save hung"
+    assert errors == []
