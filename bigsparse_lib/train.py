@@ -56,6 +56,12 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # loss fell with N along only 20 of 27 adjacent pairs (27 at 3e-3), the seed spread rose to 0.86 of
 # the gap between sizes (0.47), and the chapter's claims held 4 of 11 (5 at 3e-3). One peak rate
 # for every width is the paper's recipe; at toy widths 1e-2 is too high for the widest.
+# Tried and reverted (2026-12-01): a T5 recipe 4 with toy peak learning rate 2e-2 instead of the
+# paper's 1e-2, to cut the seed spread. Four seeds of the dense 14K model at 800 steps spread 0.010
+# instead of 0.036 and ended 0.09 lower, but the full toy sweep (`bigsparse sweep`, /tmp results)
+# did not gain: the adjacent-size gaps shrank with the spreads (seed spread / size gap 0.305
+# against 0.30), the fit's c fell 92% below the irreducible loss (the floor claim held at 1e-2),
+# and seed 1 alone failed: 8 of 11 claims held, against 10.
 # Not bumped (as for the CPU compile level, `CPU_COMPILER_OPTIONS`): the ViT patch embedding as a
 # matrix product instead of a strided conv (`models.vit.PatchEmbedding`, 2026-12-01), the same
 # function up to float32 rounding.
