@@ -118,7 +118,7 @@ class Recipe:
     checkpoint_every: int
 
 
-PAPER_PEAK_LR = {"t5": 1e-2, "vit": 8e-4}  # optim.for_family's defaults (T5: Raffel et al.; ViT: big_vision)
+PAPER_PEAK_LR = optim.PAPER_PEAK_LR  # optim.for_family's defaults, the paper's (App. A)
 
 RECIPES: dict[str, dict[str, Recipe]] = {
     "t5": {

@@ -127,6 +127,23 @@ def test_t5_schedule_is_raffel():
         assert float(sched(t)) == pytest.approx(want, rel=1e-6)
 
 
+def test_learning_rate_schedule_is_the_recipes_lr_of_t():
+    """lr(t) of for_family's optimizer, worked out by hand from App. A and the toy lengths."""
+    # T5, toy, 800 steps: warm-up = a tenth = 80 steps at the paper's 0.01, then 0.01 sqrt(80 / t)
+    t5 = optim.learning_rate_schedule("t5", 800, "toy")
+    assert float(t5(40)) == pytest.approx(0.01, rel=1e-6)
+    assert float(t5(400)) == pytest.approx(0.01 * np.sqrt(80 / 400), rel=1e-6)
+    assert float(optim.learning_rate_schedule("t5", 800, "toy", learning_rate=0.02)(400)) == \
+        pytest.approx(0.02 * np.sqrt(80 / 400), rel=1e-6)
+    # ViT, toy, 1000 steps at 3e-3: warm-up 100 (linear), rsqrt with timescale 100, cool-down the last 200
+    vit = optim.learning_rate_schedule("vit", 1000, "toy", learning_rate=3e-3)
+    assert float(vit(50)) == pytest.approx(3e-3 * 0.5, rel=1e-6)
+    assert float(vit(500)) == pytest.approx(3e-3 / np.sqrt(5), rel=1e-6)
+    assert float(vit(900)) == pytest.approx(3e-3 / 3 * 0.5, rel=1e-6)
+    with pytest.raises(InputError):
+        optim.learning_rate_schedule("gpt", 100)
+
+
 def test_vit_rsqrt_schedule_is_big_vision():
     T, warm, cool, ts = 1000, 100, 200, 100
     sched = optim.rsqrt_schedule(T, warmup=warm, cooldown=cool, timescale=ts, peak=8e-4)
