@@ -53,8 +53,10 @@ class Clock(NamedTuple):
     step of the final mask, round(end * T); every: steps between GMP mask updates, or the length
     of one AC/DC phase; t0, span: the ramp's window as fractions of training, `schedule.start` and
     `schedule.end - schedule.start` (None: the config's own schedule; the engine passes them as
-    float32 data, so runs on different windows train in one program). `PruningConfig.clock(T)`
-    computes them on the host in float64, so that a
+    float32 data, so runs on different windows train in one program); acdc: whether the run is
+    AC/DC (then `every` is its phase), as data when one GMP program also trains AC/DC runs (the
+    engine's groups: Table 6's GMP and AC/DC runs on one dense width share one compilation;
+    `PruningConfig.method_is_acdc`). `PruningConfig.clock(T)` computes them on the host in float64, so that a
     run's schedule is the same whether T is a Python int or, in the engine's vmapped groups,
     per-run data (a traced int32): a run's length and schedule are inputs of the compiled
     program, not constants baked into it.
@@ -66,11 +68,13 @@ class Clock(NamedTuple):
     every: Any
     t0: Any = None
     span: Any = None
+    acdc: Any = None
 
     def as_data(self) -> "Clock":
-        """The clock as the engine's per-run program inputs: steps as int32, the window as float32."""
+        """The clock as the engine's per-run program inputs: steps as int32, the window as float32,
+        the AC/DC flag as bool."""
         return Clock(*(np.int32(getattr(self, f)) for f in ("total", "start", "end", "every")),
-                     t0=np.float32(self.t0), span=np.float32(self.span))
+                     t0=np.float32(self.t0), span=np.float32(self.span), acdc=np.bool_(bool(self.acdc)))
 
 
 def _is_traced(*values) -> bool:
@@ -145,7 +149,18 @@ class PruningConfig:
         start, end = self.window(total)
         every = self.phase_steps(total) if self.method == "acdc" else int(self.schedule.every)
         sched = self.effective_schedule()
-        return Clock(total=total, start=start, end=end, every=every, t0=sched.start, span=sched.end - sched.start)
+        return Clock(total=total, start=start, end=end, every=every, t0=sched.start, span=sched.end - sched.start,
+                     acdc=self.method == "acdc")
+
+    def method_is_acdc(self, clock: Clock):
+        """Whether AC/DC's timetable applies: this config's own method, except in a GMP config
+        handed a clock whose `acdc` flag is traced data (the engine's groups, where AC/DC runs
+        train in the program of the GMP runs on their width): then that per-run flag."""
+        if self.method == "acdc":
+            return True
+        if self.method == "gmp" and _is_traced(clock.acdc):
+            return clock.acdc
+        return False
 
     def update_due(self, step, total_steps):
         """True on the steps whose mask is recomputed (before that step's update is applied).
@@ -157,10 +172,13 @@ class PruningConfig:
         if self.method == "none":
             return xp.zeros_like(step, dtype=bool)
         start, end, every = clock.start, clock.end, clock.every
-        if self.method == "acdc":
-            phase_start = ((step - start) % every) == 0
-            return ((step >= start) & (step < end) & phase_start) | (step == end)
-        return ((step >= start) & (step < end) & (step % every == 0)) | (step == end)
+        acdc = self.method_is_acdc(clock)
+        in_window = (step >= start) & (step < end)
+        acdc_due = (in_window & (((step - start) % every) == 0)) | (step == end)  # each phase's start
+        gmp_due = (in_window & (step % every == 0)) | (step == end)
+        if acdc is True or acdc is False:
+            return acdc_due if acdc else gmp_due
+        return xp.where(acdc, acdc_due, gmp_due)
 
     def sparsity_at_step(self, step, total_steps, S):
         """Sparsity in force at `step` (after that step's mask update) for final sparsity S.
@@ -178,7 +196,8 @@ class PruningConfig:
             return 0.0 * S * step
         start, end = clock.start, clock.end
         sched = self.effective_schedule()
-        if self.method == "acdc":
+        acdc = self.method_is_acdc(clock)
+        if acdc is not False:
             phase = clock.every
             sparse_phase = ((step - start) // phase) % 2 == 0
             if self.acdc_sparsity == "fixed":
@@ -187,9 +206,12 @@ class PruningConfig:
                 phase_start = start + ((step - start) // phase) * phase
                 level = sched.sparsity(phase_start / total_steps, S, start=clock.t0, span=clock.span)
             in_window = (step >= start) & (step < end)
-            return xp.where(step >= end, S, xp.where(in_window & sparse_phase, level, 0.0 * S))
-        return xp.where(step >= end, S, sched.sparsity_at_step(step, total_steps, S, every=clock.every, end_step=end,
-                                                                start=clock.t0, span=clock.span))
+            acdc_S = xp.where(step >= end, S, xp.where(in_window & sparse_phase, level, 0.0 * S))
+            if acdc is True:
+                return acdc_S
+        gmp_S = xp.where(step >= end, S, sched.sparsity_at_step(step, total_steps, S, every=clock.every, end_step=end,
+                                                                 start=clock.t0, span=clock.span))
+        return gmp_S if acdc is False else xp.where(acdc, acdc_S, gmp_S)
 
     def mean_density(self, total_steps: int, S) -> float:
         """Mean over the run's steps of (1 - S_t): the step-exact counterpart of
@@ -275,8 +297,9 @@ def topk_masks(scores, ks):
     return out
 
 
-def _nm_top(score, n: int, m: int):
-    """True on the n largest scores of each group of m consecutive entries along axis 0.
+def _nm_top(score, n, m: int):
+    """True on the n largest scores of each group of m consecutive entries along axis 0
+    (`n` may be traced; m sets the shapes).
 
     Rank within a group by pairwise comparison (m <= 8 or so: m*m compares, no sort); ties
     go to the lower index, as in a stable sort.
@@ -327,10 +350,16 @@ def mask_for(w, S, pattern: str = "unstructured", k=None):
     return masks_for([w], [S], pattern, [k])[0]
 
 
-def masks_for(ws, Ss, pattern: str = "unstructured", ks=None):
+def masks_for(ws, Ss, pattern: str = "unstructured", ks=None, n=None):
     """`mask_for` of several tensors at once (one bisection loop for all: `topk_masks`). This is
-    the function the pruning wrapper calls when it moves the masks during training."""
+    the function the pruning wrapper calls when it moves the masks during training.
+
+    `n`: for an n:m pattern, the n to use instead of the pattern's, possibly traced: only m
+    shapes the program, so the engine trains 2:4 and 1:4 runs of one width in one compilation.
+    """
     nm = parse_pattern(pattern)
+    if nm is not None and n is not None:
+        nm = (n, nm[1])
     scores = []
     for w in ws:
         score = magnitude(w)
@@ -386,7 +415,7 @@ def final_keep(targets, params_shape) -> list:
 
 def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_targets, flat_keep,
                     total_steps, config: PruningConfig = PruningConfig(),
-                    axis_name: str | None = None) -> optax.GradientTransformation:
+                    axis_name: str | None = None, n=None) -> optax.GradientTransformation:
     """`sparsify` on flat per-leaf targets, which may be traced (the engine's vmapped groups).
 
     A leaf whose target is a Python 0.0 is dense; any other leaf is pruned (a traced target
@@ -400,6 +429,8 @@ def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_target
     branches, so every lane would recompute its masks on every step. With the axis named, the
     masks are recomputed (for every lane, kept only where due) on the steps where any lane is
     due, and the other steps skip the top-k entirely.
+
+    `n`: for an n:m `config.pattern`, the run's own n as data (`masks_for`); None: the pattern's.
     """
     if not isinstance(total_steps, Clock):
         total_steps = int(total_steps)
@@ -444,7 +475,7 @@ def sparsify_leaves(inner: optax.GradientTransformation, target_def, flat_target
             ks.append(jnp.where(S_t >= S32, k_end, keep_count(S_t, p.size)))
             where.append(j)
         out = [jnp.ones((), bool)] * len(flat_params)
-        for j, m in zip(where, masks_for(ws, Ss, config.pattern, ks)):
+        for j, m in zip(where, masks_for(ws, Ss, config.pattern, ks, n=n)):
             out[j] = m
         return out
 

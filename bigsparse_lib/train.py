@@ -64,7 +64,9 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # and seed 1 alone failed: 8 of 11 claims held, against 10.
 # Not bumped (as for the CPU compile level, `CPU_COMPILER_OPTIONS`): the ViT patch embedding as a
 # matrix product instead of a strided conv (`models.vit.PatchEmbedding`, 2026-12-01), the same
-# function up to float32 rounding.
+# function up to float32 rounding; nor for the n of n:m patterns and AC/DC's flag as program data
+# (2026-12-01, `group_signature`): a run alone computes what it did, a grouped one the same up to
+# float32 rounding (`bench/shared_programs.py`).
 RECIPE_VERSIONS = {"t5": "3", "vit": "4"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
@@ -673,16 +675,22 @@ def group_signature(config: TrainConfig) -> str | None:
     run that always trains alone.
 
     Equal: the resolved config except what a run feeds the program as data -- its seed, sparsity,
-    non-zero count, length, and its pruning window and mask-update interval (`pruning.Clock`) --
-    and the model's shapes. Dense runs (`method="none"`) group with GMP runs: in a group a dense run is GMP with
-    target 0, which keeps every weight and makes the same updates. Runs that start from a
-    checkpoint (`init`), and AC/DC and one-shot runs, train alone.
+    non-zero count, length, its pruning window and mask-update interval or AC/DC phase
+    (`pruning.Clock`), whether it is AC/DC, and the n of an n:m pattern (only the group size m
+    shapes the program) -- and the model's shapes. Dense runs (`method="none"`) group with GMP runs: in a group a dense run is GMP with
+    target 0, which keeps every weight and makes the same updates; an AC/DC run is GMP's program
+    on AC/DC's timetable (`pruning.PruningConfig.method_is_acdc`). Runs that start from a
+    checkpoint (`init`), and one-shot runs, train alone.
     """
     c = config.resolved()
-    if c.init is not None or c.method not in ("gmp", "none"):
+    if c.init is not None or c.method not in ("gmp", "none", "acdc"):
         return None
-    d = {k: v for k, v in c.to_dict().items() if k not in ("seed", "sparsity", "nnz", "method", "steps")}
+    d = {k: v for k, v in c.to_dict().items()
+         if k not in ("seed", "sparsity", "nnz", "method", "steps", "acdc_phase")}
     d["schedule"] = {k: v for k, v in d["schedule"].items() if k not in ("every", "start", "end")}
+    nm = parse_pattern(c.pattern)
+    if nm is not None:
+        d["pattern"] = f"n:{nm[1]}"
     d["model"] = model_config(c).to_dict()
     return json.dumps(d, sort_keys=True, default=str)
 
@@ -692,13 +700,15 @@ class LaneInputs(NamedTuple):
 
     seed: the run's seed (init key fold_in(key(seed), 0), step keys fold_in(fold_in(key(seed), 1),
     t), data stream); clock: its length and pruning timetable (`pruning.Clock`); S, k: per
-    prunable leaf, the target sparsity and the final non-zero count (float64 on the host).
+    prunable leaf, the target sparsity and the final non-zero count (float64 on the host);
+    n: the n of its n:m pattern (0 when unstructured).
     """
 
     seed: Any
     clock: Any
     S: Any
     k: Any
+    n: Any
 
 
 @dataclass
@@ -792,7 +802,12 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
     dtype = DTYPES[c0.dtype]
     mesh = data_mesh(c0.batch_size, devices)
     replicated = NamedSharding(mesh, P())
-    prune_cfg = pruning_config(c0, "gmp" if len(configs) > 1 and c0.method == "none" else None)
+    # A group runs GMP's wrapper: a dense run is GMP with target 0, an AC/DC run GMP's program on
+    # its own timetable (its clock's acdc flag), an n:m run feeds its n as data. An AC/DC run alone
+    # does too, so that it compiles the very program of a GMP run alone on its width (Table 6
+    # trains its AC/DC runs after the GMP ones: the compilation cache then serves them). A dense
+    # run alone keeps method "none" and compiles no pruning at all.
+    prune_cfg = pruning_config(c0, "gmp" if len(configs) > 1 or c0.method == "acdc" else None)
     params_shape = jax.eval_shape(t0.init, jax.random.key(0))
     target_def = jax.tree_util.tree_structure(params_shape)
     sparsifiable = t0.sparsifiable(params_shape)
@@ -809,17 +824,19 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
 
     def lane_inputs(i: int) -> LaneInputs:
         c = configs[i]
-        clock = pruning_config(c, prune_cfg.method).clock(c.steps)  # this run's own window (Table 5)
+        own = pruning_config(c, "gmp" if c.method == "none" else None)
+        clock = own.clock(c.steps)  # this run's own window (Table 5), or AC/DC's phases (Table 6)
         S = [targets[i][j] for j in cols]
         k = [pruning.keep_count(x, sizes[j]) if x > 0 else sizes[j] for x, j in zip(S, cols)]
-        if prune_cfg.nm is not None:  # Algorithm 1's groups of m must tile each kernel's axis 0
+        if own.nm is not None:  # Algorithm 1's groups of m must tile each kernel's axis 0
             shapes = jax.tree.leaves(params_shape)
             for x, j in zip(S, cols):
                 if x > 0:
-                    pruning._check_nm_leaf(shapes[j].shape, x, *prune_cfg.nm, name=leaf_names[j])
+                    pruning._check_nm_leaf(shapes[j].shape, x, *own.nm, name=leaf_names[j])
         return LaneInputs(seed=np.int32(c.seed),
                           clock=clock.as_data(),
-                          S=np.asarray(S, np.float32), k=np.asarray(k, np.int32))
+                          S=np.asarray(S, np.float32), k=np.asarray(k, np.int32),
+                          n=np.int32(0 if own.nm is None else own.nm[0]))
 
     def make_tx(lane: LaneInputs, config: TrainConfig, axis_name: str | None = None):
         if t0.optimizer is not None:  # a task's own optimizer (tests' stand-ins): one static run
@@ -830,7 +847,7 @@ def train_runs(configs, out_dirs, *, lanes: list[list[int]] | None = None, progr
         for n, j in enumerate(cols):
             S_leaves[j], k_leaves[j] = lane.S[n], lane.k[n]
         return pruning.sparsify_leaves(inner, target_def, S_leaves, k_leaves, lane.clock, prune_cfg,
-                                       axis_name=axis_name)
+                                       axis_name=axis_name, n=None if prune_cfg.nm is None else lane.n)
 
     def nnz(params):
         leaves = [x for x, f in zip(jax.tree.leaves(params), flags) if f]

@@ -350,7 +350,7 @@ def test_vmapped_lanes_with_the_axis_named_prune_as_each_run_alone():
     S_in = jnp.asarray([S for S, _ in lanes], jnp.float32)
     # the engine's per-run inputs (Clock.as_data), stacked along the lanes
     clocks = jax.tree.map(lambda *v: jnp.stack(v), *(config.clock(L).as_data() for _, L in lanes))
-    assert [x.dtype for x in clocks] == [jnp.int32] * 4 + [jnp.float32] * 2
+    assert [x.dtype for x in clocks] == [jnp.int32] * 4 + [jnp.float32] * 2 + [jnp.bool_]
     together = jax.vmap(lambda S, clock: train(S, clock, T, axis_name="lanes"), axis_name="lanes")(S_in, clocks)
     for i, (p_alone, m_alone) in enumerate(alone):
         for k in ("a", "b"):
@@ -359,6 +359,51 @@ def test_vmapped_lanes_with_the_axis_named_prune_as_each_run_alone():
     # and the update is a real cond, not a select: the jaxpr keeps one
     jaxpr = jax.make_jaxpr(jax.vmap(lambda S, clock: train(S, clock, 1, axis_name="lanes"), axis_name="lanes"))(S_in, clocks)
     assert "cond" in str(jaxpr)
+
+
+@pytest.mark.parametrize("runs", [
+    # (method, pattern, S, length): an AC/DC run in the lanes of a GMP program (Table 6's groups)
+    [("gmp", "unstructured", 0.75, 30), ("acdc", "unstructured", 0.5, 24), ("acdc", "unstructured", 0.75, 30)],
+    # 2:4 and 1:4 in one program: only m shapes it, each lane feeds its own n (§4.1's groups)
+    [("gmp", "2:4", 0.5, 30), ("gmp", "1:4", 0.75, 24), ("gmp", "1:4", 0.5, 30)],
+], ids=["gmp+acdc", "2:4+1:4"])
+def test_one_gmp_program_trains_acdc_and_every_n_of_an_m_as_each_run_alone(runs):
+    """Each lane of the engine's mixed program (`PruningConfig.method_is_acdc`, `masks_for(n=)`)
+    gives the masks and weights of its run alone under its own config, static method and pattern."""
+    params = {"a": randn((12, 10), 1), "b": randn((8, 9), 2)}
+    target_def = jax.tree_util.tree_structure(params)
+    sched = GradualSchedule(start=0.2, end=0.8, every=2)
+    inner = optax.sgd(0.05)
+
+    def grads(t):
+        return jax.tree.map(lambda p: jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(3), t * 100 + p.size),
+                                                        p.shape), params)
+
+    def train(cfg, S, clock, T, axis_name=None, n=None):
+        keep = [pruning.keep_count(S, 120), pruning.keep_count(S, 72)]
+        tx = pruning.sparsify_leaves(inner, target_def, [S, S], keep, clock, cfg, axis_name=axis_name, n=n)
+        p, state = params, tx.init(params)
+        for t in range(T):
+            u, state = tx.update(grads(t), state, p)
+            p = optax.apply_updates(p, u)
+        return p, pruning.masks(state)
+
+    T = 24  # inside the windows (from step 4 of 24 and 6 of 30), where AC/DC's 3-step phases flip the masks
+    own = [PruningConfig(method=m, pattern=pat, schedule=sched, acdc_phase_steps=3) for m, pat, _, _ in runs]
+    alone = [train(cfg, S, cfg.clock(L), T) for cfg, (_, _, S, L) in zip(own, runs)]
+    group = PruningConfig(method="gmp", pattern=runs[0][1], schedule=sched, acdc_phase_steps=3)
+    S_in = jnp.asarray([S for _, _, S, _ in runs], jnp.float32)
+    clocks = jax.tree.map(lambda *v: jnp.stack(v), *(cfg.clock(L).as_data() for cfg, (_, _, _, L) in zip(own, runs)))
+    n_in = jnp.asarray([0 if cfg.nm is None else cfg.nm[0] for cfg in own], jnp.int32)
+    together = jax.vmap(lambda S, clock, n: train(group, S, clock, T, axis_name="lanes",
+                                                 n=None if group.nm is None else n), axis_name="lanes")(S_in, clocks, n_in)
+    for i, (p_alone, m_alone) in enumerate(alone):
+        for k in ("a", "b"):
+            np.testing.assert_array_equal(np.asarray(together[1][k][i]), np.asarray(m_alone[k]))
+            np.testing.assert_allclose(np.asarray(together[0][k][i]), np.asarray(p_alone[k]), rtol=1e-6, atol=1e-7)
+    # the lanes really differ: an AC/DC lane is dense again in a dense phase, a 1:4 lane keeps fewer per group
+    final = [float(np.mean(np.asarray(m_alone["a"]))) for _, m_alone in alone]
+    assert len({round(x, 3) for x in final}) >= 2
 
 
 def test_schedule_details_decided_against_jaxpruner():

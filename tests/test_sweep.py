@@ -510,13 +510,16 @@ def test_group_plan_joins_runs_of_one_width_whatever_their_length_seed_or_step(t
             _cfg(nnz=3000, method="none"),  # another width
             _cfg(nnz=3000, sparsity=0.5, steps=8),  # another length: the same program
             _cfg(nnz=3000, sparsity=0.5, pattern="2:4"),  # another pattern
-            _cfg(nnz=3000, sparsity=0.5, method="acdc"),  # not grouped: only GMP and dense runs are
+            _cfg(nnz=3000, sparsity=0.5, method="acdc"),  # AC/DC: GMP's program on its own timetable (Table 6)
             # another pruning window (Table 5): data of the program, so the same group ...
             _cfg(nnz=1500, sparsity=0.75, schedule=GradualSchedule(start=0.475, end=0.625, every=2)),
             # ... but another ramp shape is another program
-            _cfg(nnz=1500, sparsity=0.75, schedule=GradualSchedule(power=2.0, every=2))]
+            _cfg(nnz=1500, sparsity=0.75, schedule=GradualSchedule(power=2.0, every=2)),
+            _cfg(nnz=1500, sparsity=0.75, pattern="1:4"),  # n is data: with the 2:4 run of its width (§4.1)
+            _cfg(nnz=3000, sparsity=0.5, pattern="4:8"),  # m shapes the program: another group
+            _cfg(nnz=3000, sparsity=0.5, method="oneshot")]  # one-shot runs train alone
     dirs = [tmp_path / str(i) for i in range(len(runs))]
-    assert group.plan(runs, dirs) == [[0, 1, 2, 4, 7], [3], [5], [6], [8]]
+    assert group.plan(runs, dirs) == [[0, 1, 2, 4, 6, 7], [3], [5, 9], [8], [10], [11]]
     # a run already checkpointed at another step joins too: its lane resumes it from there
     (dirs[1] / "checkpoints" / "8").mkdir(parents=True)
     assert group.plan(runs[:3], dirs[:3]) == [[0, 1, 2]]
@@ -540,16 +543,23 @@ def test_lanes_pack_runs_into_lanes_of_equal_work(work, loads):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["vit", "t5"])
-def test_grouped_runs_equal_single_runs(family, tmp_path):
+@pytest.mark.parametrize("family, kind", [("vit", "gmp"), ("t5", "gmp"), ("t5", "acdc"), ("vit", "nm")])
+def test_grouped_runs_equal_single_runs(family, kind, tmp_path):
     """A dense, a 50% and a 75% run on one width, with different seeds, lengths and pruning
     windows, two of them sharing a lane: the group gives each run what training it alone gives (losses to 1e-5;
-    non-zeros, FLOPs and layer sparsities exactly), and writes the single-run files."""
+    non-zeros, FLOPs and layer sparsities exactly), and writes the single-run files. "acdc": the
+    50% run is AC/DC (Table 6's GMP and AC/DC runs share one program); "nm": the sparse runs are
+    2:4 and 1:4 (n is the program's data, §4.1)."""
     from bigsparse_lib import train
 
-    runs = [_cfg(family=family, nnz=6000, method="none"), _cfg(family=family, nnz=3000, sparsity=0.5, steps=8),
+    extra = {"acdc": [{"method": "acdc", "acdc_phase": 2}, {}], "nm": [{"pattern": "2:4"}, {"pattern": "1:4"}]}
+    e50, e75 = extra.get(kind, [{}, {}])
+    runs = [_cfg(family=family, nnz=6000, method="none"), _cfg(family=family, nnz=3000, sparsity=0.5, steps=8, **e50),
             _cfg(family=family, nnz=1500, sparsity=0.75, seed=3, steps=8,  # its own pruning window (Table 5)
-                 schedule=GradualSchedule(start=0.125, end=0.625, every=1))]
+                 schedule=GradualSchedule(start=0.125, end=0.625, every=1), **e75)]
+    if kind == "nm":  # every run on the width whose kernels split into groups of 4
+        runs[0] = _cfg(family=family, nnz=6000, method="none", pattern="2:4")
+    assert len({train.group_signature(c) for c in runs}) == 1
     dirs = [tmp_path / "g" / str(i) for i in range(3)]
     grouped = train.train_runs(runs, dirs, lanes=[[0], [1, 2]], progress=False)
     for i, (cfg, g) in enumerate(zip(runs, grouped)):

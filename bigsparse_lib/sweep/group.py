@@ -4,7 +4,8 @@ At CPU scale a short run's time used to go to compilation and to the host, not t
 A Table 1 grid holds many runs on each dense width: (N, S) pairs with the same N / (1 - S)
 (6K at 50%, 3K at 75% and 12K dense all train a 12K-weight model), every length, every seed.
 Such runs differ only in data the engine feeds its compiled program (`train.LaneInputs`:
-seed, length and pruning timetable, per-leaf targets), so `train.train_runs` trains them all
+seed, length and pruning timetable, whether it is AC/DC, per-leaf targets, the n of an n:m
+pattern, whose m alone shapes the program), so `train.train_runs` trains them all
 with ONE compilation: a `jax.vmap` over lanes of a `lax.scan` over steps.
 
 A lane trains its runs one after another, so runs of different lengths pack into lanes of
