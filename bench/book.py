@@ -14,6 +14,16 @@ must reuse the result store and the executed chapters. Per-chapter seconds come 
 It takes as long as the build itself (about half an hour at `toy`), so `make bench` runs it
 only when asked: `bench/run_all.py --only book`. The released data are read from
 `BIGSPARSE_PAPER_DATA`, else from `../shared/paper-data` beside this checkout.
+
+`--rebuild RESULTS` times only the rebuild after a change to `bigsparse_lib` (every chapter
+re-executes against sweeps already trained), in a fresh clone holding a copy of RESULTS (a
+`results/` folder of a finished build), three times in the same run:
+
+1. the baseline: one chapter at a time (`--jobs 1`) and no compilation cache (each chapter
+   compiles its fits), as `bigsparse book` did before `book.schedule` and `compilecache`;
+2. `bigsparse book --force` as it is, with an empty compilation cache;
+3. the same again, with the cache the second run filled: the usual case, since the first
+   build compiled the same fits.
 """
 from __future__ import annotations
 
@@ -42,6 +52,63 @@ def make_book(clone: Path, scale: str, env: dict) -> tuple[float, str]:
     return seconds, r.stderr
 
 
+def force_book(clone: Path, scale: str, env: dict, *extra: str) -> tuple[float, str]:
+    """`bigsparse book --force` in `clone` (every chapter re-executes; the results are reused)."""
+    t0 = time.perf_counter()
+    r = subprocess.run([str(clone / ".venv" / "bin" / "bigsparse"), "book", "--scale", scale, "--force", *extra],
+                       cwd=clone, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout[-3000:] + r.stderr[-5000:])
+        raise SystemExit(f"bigsparse book --force failed in {clone} (exit {r.returncode})")
+    return seconds, r.stderr
+
+
+def rebuild(args, env: dict) -> int:
+    """The three rebuilds of `--rebuild` (module docstring); prints the Markdown section."""
+    from_results = Path(args.rebuild).resolve()
+    if not from_results.is_dir():
+        raise SystemExit(f"--rebuild {from_results}: not a results folder")
+    tmp = Path(tempfile.mkdtemp(prefix="bigsparse-rebuild-"))
+    try:
+        clone = tmp / "bigsparse"
+        subprocess.run(["git", "clone", "-q", args.repo, str(clone)], check=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        subprocess.run(["make", "venv"], cwd=clone, env=env, check=True, capture_output=True)
+        shutil.copytree(from_results, clone / "results")
+        runs = [("one chapter at a time, no compilation cache (before)", {**env, "BIGSPARSE_JAX_CACHE": "off"},
+                 ("--jobs", "1")),
+                ("as it is, empty compilation cache", {**env, "BIGSPARSE_JAX_CACHE": str(tmp / "cache")}, ()),
+                ("as it is, the cache the run above filled", {**env, "BIGSPARSE_JAX_CACHE": str(tmp / "cache")}, ())]
+        out = []
+        for label, run_env, extra in runs:
+            seconds, log = force_book(clone, args.scale, run_env, *extra, "--no-html")
+            out.append((label, seconds, chapter_times(log)))
+        sys.path.insert(0, str(clone))
+        from bigsparse_lib import book as clone_book
+        jobs = clone_book.default_jobs()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = out[0][1]
+    print(f"## Building the book (`make book SCALE={args.scale}`): rebuild after a library change\n")
+    print(f"Command: `.venv/bin/python bench/book.py --scale {args.scale} --rebuild RESULTS` (a fresh `git clone` of "
+          f"{head} holding a copy of a finished build's `results/`; `bigsparse book --force --no-html`, which "
+          "re-executes every chapter as a change to `bigsparse_lib` does, three times in the same run; "
+          f"the HTML, about 15 s more, is left out). Chapters at once by default here: {jobs}.\n")
+    print("| rebuild | wall time | vs before | target |")
+    print("|---|---:|---:|---|")
+    for label, seconds, _ in out:
+        print(f"| {label} | {seconds / 60:.1f} min ({seconds:.0f} s) | {base / seconds:.2f}x | "
+              f"{'within' if seconds <= TARGET_SECOND_S else '**over**'} {TARGET_SECOND_S / 60:.0f} min |")
+    print("\nPer chapter (seconds; chapters executed side by side each take longer than alone):\n")
+    print("| chapter | " + " | ".join(f"run {i + 1}" for i in range(len(out))) + " |")
+    print("|---|" + "---:|" * len(out))
+    for name in out[0][2]:
+        print(f"| {name} | " + " | ".join(t.get(name, "?") for _, _, t in out) + " |")
+    return 0
+
+
 def chapter_times(log: str) -> dict[str, str]:
     """{chapter: 'N.N s' | 'up to date'} from `bigsparse book`'s `[book] name: ...` lines."""
     return dict(re.findall(r"^\[book\] (chapters/\S+): (.+)$", log, re.M))
@@ -53,6 +120,8 @@ def main() -> int:
     ap.add_argument("--repo", default=str(ROOT), help="the git checkout whose HEAD is cloned")
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="move the built clone here afterwards (its results/, _executed/ and _build/)")
+    ap.add_argument("--rebuild", default=None, metavar="RESULTS",
+                    help="time only the rebuild after a library change, before and after, against a copy of RESULTS")
     args = ap.parse_args()
 
     env = dict(os.environ)
@@ -61,6 +130,9 @@ def main() -> int:
         env["BIGSPARSE_PAPER_DATA"] = str(shared)
     for var in ("VIRTUAL_ENV", "PYTHONPATH"):  # the clone's own .venv, not this one
         env.pop(var, None)
+
+    if args.rebuild:
+        return rebuild(args, env)
 
     tmp = Path(tempfile.mkdtemp(prefix="bigsparse-book-"))
     try:

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigsparse_lib.compilecache import enable_compilation_cache
+
 # The step sizes the line search tries, all at once (one batched evaluation, no inner loop).
 TRIAL_STEPS = 3.0 ** -np.arange(10)
 ARMIJO = 1e-4  # sufficient-decrease constant
@@ -84,4 +86,5 @@ def batched(objective: Callable, maxiter: int, gtol: float) -> Callable:
         end = jax.lax.while_loop(going, step, start)
         return Result(end.x, end.f, jnp.sqrt(end.g @ end.g) < gtol, end.k)
 
+    enable_compilation_cache()  # compiling this is most of a small fit's time: reuse it across processes
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))

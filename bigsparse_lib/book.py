@@ -8,7 +8,9 @@ Chapters are jupytext MyST-markdown notebooks in `chapters/` with a `parameters`
 2. converts every chapter listed in `_toc.yml` to a notebook and executes it with
    papermill (parameter `scale`), in the repository root so that chapters read the
    same relative paths whether run by hand or here; a chapter whose source, scale and
-   library code are unchanged since its last successful run is not run again;
+   library code are unchanged since its last successful run is not run again. Two chapters
+   (`default_jobs`) execute at once, each after those its front matter names (`after`,
+   `schedule`): the chapters that read the main sweeps wait for the `sweeps` chapter;
 3. runs `jupyter-book build` on the staging folder, writing `_build/html/`, and copies the
    figures' data (CSV files the chapters write through `bigsparse_lib.figures`) to
    `_build/html/data/`, next to the pages that link them.
@@ -25,6 +27,7 @@ output never reaches the book.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,6 +49,15 @@ REPO_ENV = "BIGSPARSE_REPO_URL"
 NOTEBOOKS = "notebooks"  # the launch targets, relative to the repository root (= repository.path_to_book)
 FIGURE_DATA = "data"     # figure CSVs: <stage>/data/<chapter>/<figure>.csv -> _build/html/data/...
 _GITHUB = re.compile(r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def default_jobs() -> int:
+    """Chapters executed at once by default: 2 where there are 2 cores or more, else 1.
+
+    A rebuild re-executes every chapter against cached sweeps: mostly fits, plots and kernel
+    start-up, which keep about one core busy each, so 2 at once nearly halve it
+    (`bench/book.py`). More would only share the same cores while a sweep trains."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def check_scale(scale) -> str:
@@ -86,6 +98,93 @@ def chapters(root: Path = ROOT) -> list[str]:
         walk(part.get("chapters"))
     walk(toc.get("chapters"))
     return [n for n in names if (root / f"{n}.md").is_file()]
+
+
+def after(name: str, root: Path = ROOT) -> tuple[str, ...]:
+    """The chapters `name` executes after: its front matter's `bigsparse: after: [...]`.
+
+    A chapter that reads the runs another chapter trains (the main sweeps) names it there;
+    chapters that name nothing may execute while others do (`schedule`)."""
+    import yaml
+
+    text = (root / f"{name}.md").read_text()
+    front = text.split("\n---", 1)[0][4:] if text.startswith("---\n") else ""
+    meta = (yaml.safe_load(front) or {}).get("bigsparse", {}) or {}
+    deps = meta.get("after", []) or []
+    if isinstance(deps, str) or not all(isinstance(d, str) for d in deps):
+        raise InputError(f"{name}.md: front matter 'bigsparse: after:' must be a list of chapter paths, got {deps!r}")
+    known = set(chapters(root))
+    unknown = [d for d in deps if d not in known]
+    if unknown:
+        raise InputError(f"{name}.md: 'bigsparse: after:' names {', '.join(unknown)}, not a chapter of _toc.yml")
+    return tuple(deps)
+
+
+def schedule(names: list[str], deps: dict[str, tuple[str, ...]], jobs: int, run, *, started=None,
+             finished=None) -> list:
+    """Call `run(name)` for each of `names`, up to `jobs` at once, each only after the chapters
+    `deps[name]` among `names` have finished; returns the results in `names`' order.
+
+    Ready chapters start in `names`' (table of contents) order. `run` executes in worker
+    processes when `jobs` > 1 (so it must pickle), in this process when `jobs` is 1. After a
+    failure no chapter starts; those running finish, then the first error is raised.
+    `started(name)` and `finished(name, result)` are called in this process as each chapter
+    starts and ends (the build's progress lines).
+    """
+    order = {n: i for i, n in enumerate(names)}
+    need = {n: {d for d in deps.get(n, ()) if d in order} for n in names}
+    for n in names:
+        if n in need[n]:
+            raise InputError(f"{n} cannot execute after itself (front matter 'bigsparse: after:')")
+    results: dict[str, object] = {}
+    if jobs <= 1:
+        done: set[str] = set()
+        while len(done) < len(names):
+            ready = [n for n in names if n not in done and need[n] <= done]
+            if not ready:
+                raise InputError(f"chapters wait for each other in a cycle: {', '.join(n for n in names if n not in done)}")
+            n = ready[0]
+            if started:
+                started(n)
+            results[n] = run(n)
+            done.add(n)
+            if finished:
+                finished(n, results[n])
+        return [results[n] for n in names]
+
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    done, running, error = set(), {}, None
+    # spawn, not fork: the workers start kernels and JAX, neither of which is fork-safe
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while len(done) < len(names):
+            if error is None:
+                for n in names:
+                    if len(running) >= jobs:
+                        break
+                    if n not in done and n not in running.values() and need[n] <= done:
+                        if started:
+                            started(n)
+                        running[pool.submit(run, n)] = n
+            if not running:
+                if error is not None:
+                    raise error
+                raise InputError(f"chapters wait for each other in a cycle: {', '.join(n for n in names if n not in done)}")
+            ended, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in ended:
+                n = running.pop(f)
+                done.add(n)
+                try:
+                    results[n] = f.result()
+                except BaseException as e:  # noqa: BLE001 -- re-raised once the chapters in flight end
+                    error = error or e
+                    continue
+                if finished:
+                    finished(n, results[n])
+    if error is not None:
+        raise error
+    return [results[n] for n in names]
 
 
 def repository(root: Path = ROOT, repo_url: str | None = None) -> tuple[str, str]:
@@ -234,7 +333,8 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
                 os.environ[key] = value
     seconds = time.perf_counter() - t0
     done = nbformat.read(target, as_version=4)
-    done.metadata["bigsparse"] = {"digest": digest, "scale": scale, "seconds": round(seconds, 1)}
+    done.metadata["bigsparse"] = {**done.metadata.get("bigsparse", {}), "digest": digest, "scale": scale,
+                                  "seconds": round(seconds, 1)}
     for cell in done.cells:  # the page shows the injected values (the scale it ran at), not the defaults too
         if "parameters" in cell.metadata.get("tags", []):
             cell.metadata["tags"] = [*cell.metadata["tags"], "remove-cell"]
@@ -244,8 +344,12 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
 
 def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, html: bool = True,
           only: list[str] | None = None, force: bool = False, output: Path | None = None,
-          repo_url: str | None = None, notebooks: Path | None = None) -> list[ChapterRun]:
+          repo_url: str | None = None, notebooks: Path | None = None, jobs: int | None = None) -> list[ChapterRun]:
     """Execute the chapters at `scale` and (optionally) build the HTML into `<output>/_build/html`.
+
+    `jobs` chapters execute at once (default `default_jobs()`), each after the chapters its front
+    matter names (`after`): the sweeps first, the chapters that read them next; the analytic
+    chapters fill the other slot.
 
     `output` defaults to the repository root; `stage` (the executed notebooks) to `_executed/<scale>`.
     `repo_url` overrides `repository.url` (see `repository`); when a url is set, the launch
@@ -273,12 +377,15 @@ def build(scale: str = "toy", *, root: Path = ROOT, stage: Path | None = None, h
         if unknown:
             raise InputError(f"unknown chapter(s) {', '.join(unknown)}; chapters are {', '.join(names)}", arg="only")
         names = [n for n in names if n in only]
-    runs = []
-    for name in names:
-        print(f"[book] {name} ({scale}) ...", file=sys.stderr, flush=True)
-        run = execute_chapter(name, scale, stage, root=root, library=library)
-        print(f"[book] {name}: {'up to date' if run.cached else f'{run.seconds:.1f} s'}", file=sys.stderr, flush=True)
-        runs.append(run)
+    jobs = default_jobs() if jobs is None else int(jobs)
+    if jobs < 1:
+        raise InputError(f"{{arg}} must be >= 1, got {jobs}", arg="jobs")
+    runs = schedule(
+        names, {n: after(n, root) for n in names}, jobs,
+        functools.partial(execute_chapter, scale=scale, out=stage, root=root, library=library),
+        started=lambda name: print(f"[book] {name} ({scale}) ...", file=sys.stderr, flush=True),
+        finished=lambda name, run: print(f"[book] {name}: {'up to date' if run.cached else f'{run.seconds:.1f} s'}",
+                                         file=sys.stderr, flush=True))
     # The prose must say what this run computed (issue 15): every number pasted by glue exists in
     # the executed notebook, and no result is typed by hand. A build whose text would be false fails.
     from bigsparse_lib import prose

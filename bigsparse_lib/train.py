@@ -38,6 +38,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bigsparse_lib import optim
+from bigsparse_lib.compilecache import COMPILE_CACHE_ENV, enable_compilation_cache  # noqa: F401 (train.X)
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.flops import Spent
 from bigsparse_lib.schedule import GradualSchedule
@@ -618,37 +619,9 @@ def _finish(out_dir: Path, config: TrainConfig, sparsifiable, host_params, eval_
 # --------------------------------------------------------------------------------------
 # The engine: lanes of runs in one compiled program, many steps per dispatch.
 # --------------------------------------------------------------------------------------
-COMPILE_CACHE_ENV = "BIGSPARSE_JAX_CACHE"
 LANES = "lanes"  # the vmap axis of a group's lanes (pruning.sparsify_leaves' axis_name)
 MAX_BLOCK = 100  # steps per dispatch (lax.scan): a killed run redoes at most this many
 XS_BYTES = 256 * 2**20  # the most memory one block's batches (all lanes) may take
-_cache_dir: list[str | None] = []
-
-
-def enable_compilation_cache(path: str | Path | None = None) -> str | None:
-    """Turn on JAX's persistent compilation cache (once per process) and return its folder.
-
-    The folder is `path`, else $BIGSPARSE_JAX_CACHE, else ~/.cache/bigsparse/jax ("off"
-    disables it). A rebuild of the book and the test suite then reuse the compiled training
-    programs instead of compiling them again (seconds each on a CPU).
-    """
-    if _cache_dir:
-        return _cache_dir[0]
-    where = str(path or os.environ.get(COMPILE_CACHE_ENV)
-                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigsparse" / "jax")
-    if where.lower() in ("off", "0", "none", ""):
-        _cache_dir.append(None)
-        return None
-    try:
-        Path(where).mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", where)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    except (OSError, AttributeError):  # an unwritable cache only costs speed
-        where = None
-    _cache_dir.append(where)
-    return where
-
 
 # XLA's CPU backend compiles at LLVM optimisation level 3 by default. At toy width the compile is
 # much of a group's time, and level 1 halves it without slowing the steps: the T5 toy 14K group

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigsparse_lib.compilecache import enable_compilation_cache
 from bigsparse_lib.errors import InputError
 from bigsparse_lib.fit import DELTA, LOG
 
@@ -294,6 +295,7 @@ def _solver(form: Form, log: bool):
     One compiled program serves the grid (cold) and the refinement (warm).
     """
     one = lambda th, w0, warm, feats, L, wts, delta: _inner(form, log, th, w0, feats, L, wts, delta, warm)
+    enable_compilation_cache()  # as bfgs.batched: the compile is most of a small fit's time
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None, None)))
 
 

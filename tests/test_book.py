@@ -25,6 +25,70 @@ def test_toc_chapters_exist_and_take_a_scale_parameter():
         assert "## Try it" in text, f"{name}: ends with a 'Try it' section for students"
 
 
+def _note(log, name):
+    """A chapter stand-in for `book.schedule`: records when it ran (module-level, so it pickles)."""
+    import time
+    t0 = time.time()
+    time.sleep(0.3)
+    Path(log, name.replace("/", "_")).write_text(f"{t0} {time.time()}")
+    if name == "boom":
+        raise RuntimeError("boom failed")
+    return name.upper()
+
+
+def _spans(log):
+    return {p.name.replace("_", "/"): tuple(map(float, p.read_text().split())) for p in Path(log).iterdir()}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_schedule_runs_each_chapter_after_those_it_names(tmp_path, jobs):
+    import functools
+    names = ["intro", "sweeps", "law", "uses", "also", "tail"]
+    deps = {"uses": ("sweeps",), "also": ("sweeps", "law"), "law": ("not-selected",)}
+    order = []
+    out = book.schedule(names, deps, jobs, functools.partial(_note, tmp_path), started=order.append)
+    assert out == [n.upper() for n in names]  # results in the given order
+    spans = _spans(tmp_path)
+    for n, ds in deps.items():
+        for d in ds:
+            if d in spans:
+                assert spans[n][0] >= spans[d][1], f"{n} started before {d} ended"
+    overlaps = sum(1 for a in names for b in names if a < b
+                   and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1])
+    assert overlaps == 0 if jobs == 1 else overlaps >= 1  # 2 jobs: some chapters did run side by side
+    assert order[:2] == ["intro", "sweeps"]  # ready chapters start in table-of-contents order
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_schedule_stops_starting_chapters_after_a_failure(tmp_path, jobs):
+    import functools
+    names = ["a", "boom", "b", "c"]
+    deps = {"b": ("boom",), "c": ("b",)}
+    with pytest.raises(RuntimeError, match="boom failed"):
+        book.schedule(names, deps, jobs, functools.partial(_note, tmp_path))
+    assert "b" not in _spans(tmp_path) and "c" not in _spans(tmp_path)
+
+
+def test_schedule_refuses_a_cycle_and_after_names_a_chapter(tmp_path):
+    with pytest.raises(book.InputError, match="cycle"):
+        book.schedule(["a", "b"], {"a": ("b",), "b": ("a",)}, 1, str)
+    with pytest.raises(book.InputError, match="cycle"):
+        book.schedule(["a", "b"], {"a": ("b",), "b": ("a",)}, 2, str)
+    # the chapters that read the main sweeps say so; the analytic ones wait for nothing
+    assert book.after("chapters/core_law_sweep", ROOT) == ("chapters/sweeps",)
+    assert book.after("chapters/core_law", ROOT) == ()
+    bad = tmp_path / "book"
+    (bad / "chapters").mkdir(parents=True)
+    (bad / "_toc.yml").write_text("format: jb-book\nroot: chapters/a\nchapters:\n  - file: chapters/b\n")
+    front = "---\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\nbigsparse:\n  after: {}\n---\n# x\n"
+    (bad / "chapters" / "a.md").write_text(front.format("[chapters/nowhere]"))
+    (bad / "chapters" / "b.md").write_text(front.format("chapters/a"))
+    with pytest.raises(book.InputError, match="chapters/nowhere"):
+        book.after("chapters/a", bad)
+    with pytest.raises(book.InputError, match="must be a list"):
+        book.after("chapters/b", bad)
+
+
 @pytest.fixture(scope="module")
 def stage(smoke_stage):
     return smoke_stage  # shared with the session's smoke build (conftest.py), so the chapters run once
@@ -65,3 +129,13 @@ def test_html_builds_with_figures_and_no_error_output(smoke_html):
             assert 'class="reference internal"' in cite, f"{name}.html has an unresolved citation: {cite!r}"
     assert (html / "index.html").is_file()
     assert "To prune, or not to prune" in (html / "chapters" / "appendix.html").read_text()  # the bibliography
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1", "two"])
+def test_book_jobs_must_be_a_positive_whole_number(jobs, capsys):
+    from bigsparse_lib.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["book", "--jobs", jobs, "--no-html"])
+    assert e.value.code == 2
+    assert f"argument --jobs: must be a whole number >= 1, got '{jobs}'" in capsys.readouterr().err

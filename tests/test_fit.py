@@ -144,3 +144,34 @@ def test_chinchilla_matches_epoch(released):
     epoch = paper.EPOCH
     assert r.objective <= F.objective(epoch, df.sparsity, df.nnz, df.data, df.loss, 1e-3, True)
     assert abs(r.law.b_N - epoch.b_N) < 0.01 and abs(r.law.b_D - epoch.b_D) < 0.01
+
+
+_CACHED_FIT = """
+import sys, jax
+sys.path.insert(0, {tests!r})
+jax.config.update("jax_log_compiles", True)
+from test_fit import PLANTED, grid
+from bigsparse_lib import fit as F
+r = F.fit(grid(PLANTED, noise=0.02), starts=16, seed=3)
+print(repr(r.law.to_dict()), r.objective)
+"""
+
+
+def test_a_second_process_reads_the_compiled_fit_from_the_cache(tmp_path):
+    """The fits' vmapped BFGS goes through the persistent compilation cache (compilecache): a
+    second process with the same cache folder compiles nothing of it and finds the same optimum."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _CACHED_FIT.format(tests=str(Path(__file__).parent))
+    env = {**os.environ, "BIGSPARSE_JAX_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert any((tmp_path / "cache").iterdir())
+    assert "Persistent compilation cache hit" not in runs[0].stderr
+    assert "Persistent compilation cache hit" in runs[1].stderr
+    assert runs[0].stdout == runs[1].stdout  # the same executable: the same numbers

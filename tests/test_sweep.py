@@ -456,6 +456,20 @@ def test_a_live_sweep_locks_its_directory(tmp_path):
     assert sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False).complete
 
 
+def test_a_finished_sweep_is_read_while_another_holds_the_lock(tmp_path):
+    """Chapters that only read a finished sweep execute side by side (book.schedule): with nothing
+    left to train, run_sweep does not take the lock; with a run left, it still refuses."""
+    grid = sweep.make_grid("t5", "smoke", "main")
+    assert sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False).complete
+    store = Store(tmp_path / "r")
+    with store_mod.SweepLock(store.root):
+        s = sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+        assert s.complete and s.skipped == s.total == len(grid.runs)
+        (store.run_dir(store.run_ids()[0]) / "record.json").unlink()  # one run left to train
+        with pytest.raises(InputError, match="in use"):
+            sweep.run_sweep(grid, tmp_path / "r", trainer=FAKE, progress=False)
+
+
 # ------------------------------------------------------------------------------------------------
 # The real engine
 # ------------------------------------------------------------------------------------------------

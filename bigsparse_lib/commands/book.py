@@ -1,7 +1,8 @@
-"""`bigsparse book [--scale smoke|toy|full] [--only CHAPTER]... [--no-html] [--force] [--repo-url URL]`
+"""`bigsparse book [--scale smoke|toy|full] [--only CHAPTER]... [--no-html] [--force] [--jobs N] [--repo-url URL]`
 and `bigsparse notebooks [--repo-url URL] [--out DIR]` (the Colab/Binder launch targets)."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from bigsparse_lib import book
@@ -20,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--only", action="append", metavar="CHAPTER", help="execute only this chapter (repeatable)")
     p.add_argument("--no-html", action="store_true", help="execute only; skip jupyter-book")
     p.add_argument("--force", action="store_true", help="re-execute every chapter")
+    p.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+                   help="chapters executed at once, each after those its front matter names "
+                        f"(default: {book.default_jobs()} on this machine)")
     p.add_argument("--repo-url", metavar="URL", help=_REPO_HELP)
     p.set_defaults(func=run)
 
@@ -32,8 +36,19 @@ def register(sub) -> None:
     n.set_defaults(func=run_notebooks)
 
 
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return n
+
+
 def run(args) -> int:
-    runs = book.build(args.scale, html=not args.no_html, only=args.only, force=args.force, repo_url=args.repo_url)
+    runs = book.build(args.scale, html=not args.no_html, only=args.only, force=args.force, repo_url=args.repo_url,
+                      jobs=args.jobs)
     total = sum(r.seconds for r in runs)
     print(f"executed {sum(not r.cached for r in runs)} chapter(s), {sum(r.cached for r in runs)} up to date, "
           f"{total:.0f} s" + ("" if args.no_html else "; HTML in _build/html/index.html"))
