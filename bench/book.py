@@ -52,6 +52,15 @@ def make_book(clone: Path, scale: str, env: dict) -> tuple[float, str]:
     return seconds, r.stderr
 
 
+def clone_head(repo: str, tmp: Path) -> tuple[Path, str]:
+    """A fresh `git clone` of `repo` in `tmp` (only what is committed) and its short HEAD."""
+    clone = tmp / "bigsparse"
+    subprocess.run(["git", "clone", "-q", repo, str(clone)], check=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    return clone, head
+
+
 def force_book(clone: Path, scale: str, env: dict, *extra: str) -> tuple[float, str]:
     """`bigsparse book --force` in `clone` (every chapter re-executes; the results are reused)."""
     t0 = time.perf_counter()
@@ -71,10 +80,7 @@ def rebuild(args, env: dict) -> int:
         raise SystemExit(f"--rebuild {from_results}: not a results folder")
     tmp = Path(tempfile.mkdtemp(prefix="bigsparse-rebuild-"))
     try:
-        clone = tmp / "bigsparse"
-        subprocess.run(["git", "clone", "-q", args.repo, str(clone)], check=True)
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        clone, head = clone_head(args.repo, tmp)
         subprocess.run(["make", "venv"], cwd=clone, env=env, check=True, capture_output=True)
         shutil.copytree(from_results, clone / "results")
         runs = [("one chapter at a time, no compilation cache (before)", {**env, "BIGSPARSE_JAX_CACHE": "off"},
@@ -136,10 +142,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bigsparse-book-"))
     try:
-        clone = tmp / "bigsparse"
-        subprocess.run(["git", "clone", "-q", args.repo, str(clone)], check=True)
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        clone, head = clone_head(args.repo, tmp)
         first, log1 = make_book(clone, args.scale, env)
         second, log2 = make_book(clone, args.scale, env)
         pages = len(list((clone / "_build" / "html" / "chapters").glob("*.html")))
