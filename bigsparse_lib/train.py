@@ -63,6 +63,13 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # did not gain: the adjacent-size gaps shrank with the spreads (seed spread / size gap 0.305
 # against 0.30), the fit's c fell 92% below the irreducible loss (the floor claim held at 1e-2),
 # and seed 1 alone failed: 8 of 11 claims held, against 10.
+# Measured, nothing changed (2026-12-01): where the toy T5 seed spread comes from. Dense 14K, four
+# seeds, 400 and 800 steps (ad-hoc probe, /tmp results): with each seed's own data stream, std 0.027
+# and 0.016; with every seed on seed 0's stream (only the init and step keys differ), 0.021 and 0.017.
+# The spread is the init's, not the data's: seed 0 was the worst of the four at both lengths either way.
+# An init that starts every run as the same function (the attention "out" and MLP "wo" kernels at
+# zero) cut the 14K spread at 800 steps to std 0.003, but only because the runs stalled: loss 2.944
+# against 2.597, and two seeds at 28K ended 0.12 apart (2.798, 2.919). Not a recipe.
 # Not bumped (as for the CPU compile level, `CPU_COMPILER_OPTIONS`): the ViT patch embedding as a
 # matrix product instead of a strided conv (`models.vit.PatchEmbedding`, 2026-12-01), the same
 # function up to float32 rounding; nor for the n of n:m patterns and AC/DC's flag as program data
