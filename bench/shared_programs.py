@@ -43,14 +43,10 @@ jax.config.update("jax_log_compiles", True)
 from bigsparse_lib import ablations, sweep, train
 from bigsparse_lib.sweep.grids import Grid
 if {split!r}:
+    sys.path.insert(0, {bench!r})
+    from shared_programs import old_signature
     shared = train.group_signature
-    def split(c):
-        r = c.resolved()
-        if r.method == "acdc":
-            return None
-        s = shared(c)
-        return None if s is None else s + "|" + r.pattern
-    train.group_signature = split
+    train.group_signature = lambda c: old_signature(c, shared)
 width = lambda c: round(c.nnz / (1 - c.sparsity))
 if {part!r} == "nm":
     g = sweep.make_grid("t5", "toy", "nm")
@@ -73,9 +69,20 @@ COMPILED = re.compile(r"Finished XLA compilation of jit\((\w+)\) in ([0-9.]+) se
 HIT = re.compile(r"Persistent compilation cache hit for 'jit_lane_block'")
 
 
+def old_signature(c, signature):
+    """The grouping before cd8b456, emulated: `signature` (train.group_signature) with the n:m
+    pattern added back, and AC/DC runs alone (None)."""
+    r = c.resolved()
+    if r.method == "acdc":
+        return None
+    s = signature(c)
+    return None if s is None else s + "|" + r.pattern
+
+
 def sweep_once(part: str, split: bool, cache: Path, out: Path, nm_widths: int) -> dict:
     env = {**os.environ, "BIGSPARSE_JAX_CACHE": str(cache)}
-    code = CHILD.format(root=str(ROOT), part=part, split=split, out=str(out), nm_widths=nm_widths)
+    code = CHILD.format(root=str(ROOT), bench=str(Path(__file__).resolve().parent), part=part, split=split,
+                        out=str(out), nm_widths=nm_widths)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stderr[-4000:])
@@ -96,11 +103,7 @@ def plan_counts() -> dict:
     from bigsparse_lib import ablations, sweep, train
     from bigsparse_lib.sweep import group
 
-    def split(c):
-        r = c.resolved()
-        s = train.group_signature(c)
-        return None if r.method == "acdc" or s is None else s + "|" + r.pattern
-
+    split = lambda c: old_signature(c, train.group_signature)  # noqa: E731
     out = {}
     for name, runs in (("nm", list(sweep.make_grid("t5", "toy", "nm"))),
                        ("table6", list(ablations.table6_grid("t5", "toy", acdc_phase=152)))):
