@@ -287,6 +287,27 @@ def _chapter_digest(source: Path, scale: str, library: str) -> str:
     return hashlib.sha256(source.read_bytes() + scale.encode() + library.encode()).hexdigest()
 
 
+@functools.cache
+def kernel_manager():
+    """The kernel manager papermill starts each chapter's kernel with: jupyter_client's, except
+    that shutting a kernel down does not interrupt it first.
+
+    jupyter_client sends SIGINT before its shutdown request, to stop code still running. A
+    chapter's kernel is shut down after its last cell, so there is nothing to stop; but on a
+    busy machine (two chapters at once) the signal could reach a kernel not yet idle, which
+    then logged "KeyboardInterrupt caught in kernel" as an ERROR in the middle of a good build.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class ChapterKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return ChapterKernelManager
+
+
 def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, library: str | None = None,
                     log_output: bool = False) -> ChapterRun:
     """Execute one chapter with papermill into `out/<name>.ipynb`; skip it if up to date."""
@@ -319,7 +340,7 @@ def execute_chapter(name: str, scale: str, out: Path, *, root: Path = ROOT, libr
     try:
         papermill.execute_notebook(
             str(unexecuted), str(target), parameters={"scale": scale}, kernel_name=KERNEL,
-            cwd=str(root), progress_bar=False, log_output=log_output,
+            cwd=str(root), progress_bar=False, log_output=log_output, kernel_manager_class=kernel_manager(),
         )
     except papermill.PapermillExecutionError as e:
         target.unlink(missing_ok=True)  # never leave a notebook with an error output behind

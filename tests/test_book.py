@@ -139,3 +139,32 @@ def test_book_jobs_must_be_a_positive_whole_number(jobs, capsys):
         main(["book", "--jobs", jobs, "--no-html"])
     assert e.value.code == 2
     assert f"argument --jobs: must be a whole number >= 1, got '{jobs}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_chapter_kernel_is_shut_down_without_an_interrupt(quiet):
+    """jupyter_client's own manager interrupts a kernel before shutting it down (the ERROR line
+    "KeyboardInterrupt caught in kernel" of busy builds); the chapters' manager does not."""
+    import asyncio
+    import signal
+
+    from jupyter_client import AsyncKernelManager
+
+    cls = book.kernel_manager() if quiet else AsyncKernelManager
+    sent = []
+
+    async def run():
+        km = cls(kernel_name=book.KERNEL)
+        await km.start_kernel()
+        real = km._async_signal_kernel
+
+        async def spy(signum):
+            sent.append(signum)
+            await real(signum)
+
+        km._async_signal_kernel = spy
+        await km.shutdown_kernel()
+        assert not await km.is_alive()
+
+    asyncio.run(run())
+    assert (signal.SIGINT in sent) is not quiet
