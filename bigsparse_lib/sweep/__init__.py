@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import os
 import sys
 import time
@@ -100,9 +99,10 @@ def run_sweep(grid: Grid, results: str | Path, *, executor: str = "local", worke
     # A sweep with nothing left to train reads its records without the lock (records are written
     # atomically and a finished one never changes), so chapters that only read a finished sweep
     # can execute side by side (`book.schedule`); one with runs to train takes it.
-    pending = any(_needs_run(store.record(rid), retry_failed) for rid in ids)
-    with SweepLock(store.root) if pending else contextlib.nullcontext():
-        todo = [rid for rid in ids if _needs_run(store.record(rid), retry_failed)]
+    todo = _todo(store, ids, retry_failed)
+    with SweepLock(store.root) if todo else contextlib.nullcontext():
+        if todo:  # read again under the lock: another sweep may have recorded some of them since
+            todo = _todo(store, ids, retry_failed)
         summary = SweepSummary(total=len(ids), skipped=len(ids) - len(todo))
         todo_set = set(todo)
         bar = tqdm(total=len(ids), initial=summary.skipped, desc=f"sweep {grid.family}/{grid.preset}/{grid.name}",
@@ -156,8 +156,7 @@ def run_sweeps(jobs, *, parallel: int | None = None, **kwargs) -> list[tuple[Swe
     # Only sweeps with runs left to train are worth a process of their own (a rebuild finds
     # every run recorded); opening the stores here also reports a wrong directory at once.
     retry = bool(kwargs.get("retry_failed", False))
-    pending = [any(_needs_run(store.record(rid), retry) for rid in ids)
-               for store, ids in (open_store(grid, results) for grid, results in jobs)]
+    pending = [bool(_todo(store, ids, retry)) for store, ids in (open_store(grid, results) for grid, results in jobs)]
     if parallel == 1 or sum(pending) < 2:
         return [_timed_sweep(grid, results, kwargs) for grid, results in jobs]
     import multiprocessing
@@ -168,6 +167,11 @@ def run_sweeps(jobs, *, parallel: int | None = None, **kwargs) -> list[tuple[Swe
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_timed_sweep, grid, results, kwargs) for grid, results in jobs]
         return [f.result() for f in futures]
+
+
+def _todo(store: Store, ids: list[str], retry_failed: bool) -> list[str]:
+    """The runs of `ids` that a sweep would (re)train now, in order."""
+    return [rid for rid in ids if _needs_run(store.record(rid), retry_failed)]
 
 
 def _needs_run(record: dict | None, retry_failed: bool) -> bool:
