@@ -70,6 +70,16 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # An init that starts every run as the same function (the attention "out" and MLP "wo" kernels at
 # zero) cut the 14K spread at 800 steps to std 0.003, but only because the runs stalled: loss 2.944
 # against 2.597, and two seeds at 28K ended 0.12 apart (2.798, 2.919). Not a recipe.
+# Probed, nothing changed (2026-12-01): the toy ViT task's knobs (`data.toy.ImageSpec`), dense runs of
+# seed 0 at 6K-96K and 250/500/1000 steps, each with the head bias at its task's prior logit (ad-hoc,
+# /tmp results). 64 labelled and 64 distractor motifs instead of 256 + 256: the two widest ended at
+# 1.29 and 1.23 after 1000 steps (irreducible 0.90, against 3.55 at 48K now), but from 12K to 24K the
+# loss fell by 1.40 while 6K to 12K gained 0.10, a capacity threshold rather than a power law: a
+# dense fit of eq. 3's form to the 15 runs (ad-hoc least squares on log L) missed them by 10% on
+# average, and its c went to 0. Motif Zipf exponent 1.5 instead of 1.1: 96K ended above 48K at 500 and
+# 1000 steps (3.11 against 2.91, 2.44 against 2.10); the same fit missed by 4.8%. The head's
+# weight decay at 1x the body's instead of big_vision's 100x: 0.12-0.31 lower at 6K and 48K, the
+# same shape. None is a recipe; one seed per point, and the ViT's seeds spread ~0.2 (Noise.by_size).
 # Not bumped (as for the CPU compile level, `CPU_COMPILER_OPTIONS`): the ViT patch embedding as a
 # matrix product instead of a strided conv (`models.vit.PatchEmbedding`, 2026-12-01), the same
 # function up to float32 rounding; nor for the n of n:m patterns and AC/DC's flag as program data
