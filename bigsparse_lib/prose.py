@@ -26,8 +26,10 @@ digits, in text or inline math) is allowed only when it is
   names both, so both numbers must be glued.
 
 `check_notebook(path)` applies it to the markdown cells of an executed notebook and also
-reports every glue key the prose pastes that the notebook's outputs do not hold (myst-nb
-would render it empty). `python -m bigsparse_lib.prose [STAGE]` checks every executed
+reports what myst-nb would render empty or ambiguous, which it only warns about: a glue key
+the prose pastes that the notebook's outputs do not hold; a `{glue:text}` value its format
+spec cannot format (a numpy scalar glued with myst-nb's own `glue` is pasted as the text
+`np.float64(0.88)`, which `:.2f` cannot format: use this module's `glue`); a key glued twice. `python -m bigsparse_lib.prose [STAGE]` checks every executed
 chapter of a build (default `_executed/toy`) and exits 1 listing what it found.
 """
 from __future__ import annotations
@@ -59,11 +61,12 @@ _NAME_WITH_DIGITS = re.compile(r"\b[A-Za-z]+[-/]?\d+[A-Za-z0-9.\-]*")  # T5, C4,
 @dataclass(frozen=True)
 class Finding:
     where: str
-    number: str
+    number: str  # the number typed, or the glue key at fault
     context: str
+    what: str = "typed in prose"
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.number!r} typed in prose: ...{self.context}..."
+        return f"{self.where}: {self.number!r} {self.what}: ...{self.context}..."
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -146,13 +149,24 @@ def glue_keys(text: str) -> set[str]:
 
 def glued(notebook) -> set[str]:
     """The keys an executed notebook holds glued values for."""
-    keys = set()
+    return set(glued_values(notebook))
+
+
+def glued_values(notebook) -> dict[str, list[str | None]]:
+    """Key -> the glued text/plain of each output that glued it (None: no text/plain), in order."""
+    values: dict[str, list[str | None]] = {}
     for cell in notebook.cells:
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                keys.add(name)
-    return keys
+            meta = out.get("metadata", {}).get("scrapbook", {})
+            if meta.get("name"):
+                text = out.get("data", {}).get(meta.get("mime_prefix", GLUE_PREFIX) + "text/plain")
+                values.setdefault(meta["name"], []).append("".join(text) if isinstance(text, list) else text)
+    return values
+
+
+def text_roles(text: str) -> set[tuple[str, str]]:
+    """(key, format spec) of every {glue:text} role in the prose ('' when it has none)."""
+    return set(re.findall(r"\{glue:text\}`([^`:]+)(?::([^`]*))?`", text))
 
 
 def check_notebook(path: Path, where: str | None = None) -> list[Finding]:
@@ -162,9 +176,23 @@ def check_notebook(path: Path, where: str | None = None) -> list[Finding]:
     nb = nbformat.read(path, as_version=4)
     where = where or str(path)
     text = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    from myst_nb.core.variables import format_plain_text  # what myst-nb runs on a {glue:text} role
+
     findings = check(text, where)
-    for key in sorted(glue_keys(text) - glued(nb)):
-        findings.append(Finding(where, key, "{glue} key that no cell glued"))
+    values = glued_values(nb)
+    for key in sorted(glue_keys(text) - set(values)):
+        findings.append(Finding(where, key, "{glue} key that no cell glued", "pasted, never glued"))
+    for key, texts in sorted(values.items()):
+        if len(texts) > 1:
+            findings.append(Finding(where, key, f"glued {len(texts)} times: {', '.join(map(repr, texts))}",
+                                    "glued twice"))
+    for key, spec in sorted(text_roles(text)):
+        plain = values.get(key, [None])[-1]
+        if spec and plain is not None:
+            try:
+                format_plain_text(plain, spec)
+            except (TypeError, ValueError) as exc:
+                findings.append(Finding(where, key, f"{plain!r} with format {spec!r}: {exc}", "cannot be formatted"))
     return findings
 
 
@@ -182,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     findings = [f for p in notebooks for f in check_notebook(p, p.relative_to(stage).as_posix())]
     for f in findings:
         print(f)
-    print(f"prose: {len(findings)} number(s) typed in the prose of {len(notebooks)} chapter(s) in {stage}",
+    print(f"prose: {len(findings)} finding(s) (numbers typed in the prose, glued values myst-nb cannot paste) "
+          f"in {len(notebooks)} chapter(s) in {stage}",
           file=sys.stderr)
     return 1 if findings else 0
 

@@ -65,6 +65,45 @@ def test_notebook_check_reports_a_glue_key_no_cell_glued(tmp_path):
     assert [f.number for f in prose.check_notebook(path)] == ["h"]
 
 
+def _glue_output(name, plain):
+    return nbformat.v4.new_output("display_data", data={prose.GLUE_PREFIX + "text/plain": plain},
+                                  metadata={"scrapbook": {"name": name, "mime_prefix": prose.GLUE_PREFIX}})
+
+
+def _notebook(tmp_path, markdown, outputs):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell("", outputs=outputs)]
+    path = tmp_path / "c.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_notebook_check_reports_a_value_myst_nb_cannot_format(tmp_path):
+    """myst-nb's own glue pastes a numpy scalar as its repr; `:.2f` then fails and the book shows nothing."""
+    import numpy as np
+
+    numpy_repr = repr(np.float64(0.8843))  # 'np.float64(0.8843)' under numpy 2
+    path = _notebook(tmp_path, "Worth {glue:text}`a:.2f`, {glue:text}`b:.2f`, {glue:text}`c` and {glue:text}`d:s`.",
+                     [_glue_output("a", numpy_repr), _glue_output("b", "0.8843"), _glue_output("c", numpy_repr),
+                      _glue_output("d", numpy_repr)])
+    findings = prose.check_notebook(path)
+    assert [(f.number, f.what) for f in findings] == [("a", "cannot be formatted")]
+    assert numpy_repr in findings[0].context and "'.2f'" in findings[0].context
+
+
+def test_notebook_check_reports_a_key_glued_twice(tmp_path):
+    path = _notebook(tmp_path, "b_S = {glue:text}`b:.3f`.", [_glue_output("b", "0.722"), _glue_output("b", "'0.722'")])
+    assert [(f.number, f.what) for f in prose.check_notebook(path)] == [("b", "glued twice")]
+    once = _notebook(tmp_path, "b_S = {glue:text}`b:.3f`.", [_glue_output("b", "0.722")])
+    assert prose.check_notebook(once) == []
+
+
+def test_chapters_glue_with_this_module():
+    """myst-nb's glue pastes numpy scalars as reprs that a format spec cannot format (see above)."""
+    offenders = [name for name in CHAPTERS if "from myst_nb import glue" in (ROOT / f"{name}.md").read_text()]
+    assert offenders == []
+
+
 @pytest.mark.slow
 @pytest.mark.book
 def test_executed_smoke_book_prose_matches_its_run(smoke_html, smoke_stage):
