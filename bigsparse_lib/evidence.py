@@ -399,7 +399,15 @@ class Noise:
         order: four seeds of the 14K model at 200 steps spread by 0.082 with their own batches
         and by 0.078 with one shared batch order (2026-11-30).
         """
-        g = self.points.groupby("size")
+        return self._by("size")
+
+    @property
+    def by_data(self) -> pd.DataFrame:
+        """`by_size`, per length D instead: in the toy sweeps the shortest runs are the noisiest."""
+        return self._by("data")
+
+    def _by(self, column: str) -> pd.DataFrame:
+        g = self.points.groupby(column)
         out = pd.DataFrame({"points": g.size(), "mean spread": g["spread"].mean(), "mean gap": g["gap"].mean()})
         out["ratio"] = out["mean spread"] / out["mean gap"]
         return out

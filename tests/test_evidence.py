@@ -166,6 +166,20 @@ def test_noise_by_size_locates_the_noisy_size():
     assert by.loc[small, "ratio"] == pytest.approx(0.04 / n.points[n.points["size"] == small]["gap"].mean())
 
 
+def test_noise_by_data_locates_the_noisy_length():
+    df = table(seeds=(0, 1))
+    short = min(LENGTHS)
+    df.loc[(df["seed"] == 1) & (df["data"] == short), "loss"] += 0.03  # only the shortest runs are noisy
+    n = E.noise(df)
+    by = n.by_data
+    assert list(by.index) == sorted(LENGTHS) and (by["points"] == len(SPARSITIES) * len(SIZES)).all()
+    assert by.loc[short, "mean spread"] == pytest.approx(0.03)
+    assert (by.loc[[D for D in LENGTHS if D != short], "mean spread"] == 0).all()
+    assert by.loc[short, "ratio"] == pytest.approx(0.03 / n.points[n.points["data"] == short]["gap"].mean())
+    # the pooled ratio weighs every length's points alike
+    assert n.ratio == pytest.approx((by["mean spread"] * by["points"]).sum() / (by["mean gap"] * by["points"]).sum())
+
+
 def test_one_seed_leaves_noise_and_robustness_unmeasured():
     df = table().drop(columns="seed")  # an old table: no seed column is one seed
     assert E.seeds(df) == [0]
