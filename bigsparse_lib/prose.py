@@ -29,8 +29,9 @@ digits, in text or inline math) is allowed only when it is
 reports what myst-nb would render empty or ambiguous, which it only warns about: a glue key
 the prose pastes that the notebook's outputs do not hold; a `{glue:text}` value its format
 spec cannot format (a numpy scalar glued with myst-nb's own `glue` is pasted as the text
-`np.float64(0.88)`, which `:.2f` cannot format: use this module's `glue`); a key glued twice. `python -m bigsparse_lib.prose [STAGE]` checks every executed
-chapter of a build (default `_executed/toy`) and exits 1 listing what it found.
+`np.float64(0.88)`, which `:.2f` cannot format: use this module's `glue`); a key glued twice.
+`python -m bigsparse_lib.prose [STAGE]` checks every executed chapter of a build (default
+`_executed/toy`) and exits 1 listing what it found.
 """
 from __future__ import annotations
 
@@ -140,16 +141,13 @@ def check(text: str, where: str = "prose") -> list[Finding]:
     return findings
 
 
+_GLUE_ROLE = re.compile(r"\{glue(?::(\w+))?\}`([^`:]+)(?::([^`]*))?`")  # kind, key, format spec
+
+
 def glue_keys(text: str) -> set[str]:
     """The keys the prose pastes with {glue}/{glue:text}/{glue:md} roles and directives."""
-    roles = re.findall(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`", text)
     directives = re.findall(r"^```\{glue(?::\w+)?\}\s+(\S+)", text, flags=re.M)
-    return set(roles) | set(directives)
-
-
-def glued(notebook) -> set[str]:
-    """The keys an executed notebook holds glued values for."""
-    return set(glued_values(notebook))
+    return {key for _, key, _ in _GLUE_ROLE.findall(text)} | set(directives)
 
 
 def glued_values(notebook) -> dict[str, list[str | None]]:
@@ -166,18 +164,18 @@ def glued_values(notebook) -> dict[str, list[str | None]]:
 
 def text_roles(text: str) -> set[tuple[str, str]]:
     """(key, format spec) of every {glue:text} role in the prose ('' when it has none)."""
-    return set(re.findall(r"\{glue:text\}`([^`:]+)(?::([^`]*))?`", text))
+    return {(key, spec) for kind, key, spec in _GLUE_ROLE.findall(text) if kind == "text"}
 
 
 def check_notebook(path: Path, where: str | None = None) -> list[Finding]:
-    """`check` on an executed notebook's markdown, plus every pasted glue key its outputs lack."""
+    """`check` on an executed notebook's markdown, plus what myst-nb would paste blank or ambiguously:
+    keys never glued, keys glued twice, {glue:text} values their format spec cannot format."""
     import nbformat
+    from myst_nb.core.variables import format_plain_text  # what myst-nb runs on a {glue:text} role
 
     nb = nbformat.read(path, as_version=4)
     where = where or str(path)
     text = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    from myst_nb.core.variables import format_plain_text  # what myst-nb runs on a {glue:text} role
-
     findings = check(text, where)
     values = glued_values(nb)
     for key in sorted(glue_keys(text) - set(values)):
