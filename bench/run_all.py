@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = HERE / "sections"
-ON_REQUEST = {"book", "side_by_side", "compile", "toy_shapes", "shared_programs"}  # `--only NAME`; their kept sections still go into BENCHMARKS.md
+ON_REQUEST = {"book", "side_by_side", "compile", "toy_shapes", "shared_programs", "step_ceiling"}  # `--only NAME`; their kept sections still go into BENCHMARKS.md
 
 
 def machine() -> str:
@@ -49,7 +49,7 @@ def main() -> int:
     scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py")
     if args.only:
         scripts = [p for p in scripts if p.stem in args.only]
-    else:  # book.py (the whole book twice), side_by_side.py, compile.py, toy_shapes.py, shared_programs.py (~10-15 min each): when asked
+    else:  # book.py (the whole book twice), side_by_side.py, compile.py, toy_shapes.py, shared_programs.py, step_ceiling.py (~10-15 min each): when asked
         scripts = [p for p in scripts if p.stem not in ON_REQUEST]
     SECTIONS.mkdir(exist_ok=True)
     for script in scripts:

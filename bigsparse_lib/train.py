@@ -649,7 +649,11 @@ XS_BYTES = 256 * 2**20  # the most memory one block's batches (all lanes) may ta
 # relative in the eval loss; the toy ViT's short early runs: up to 2%).
 # Also tried (2026-11-30, T5 toy 14K, 2 lanes, S = 0.5, quiet machine), as XLA_FLAGS: no flag made the
 # step faster. ms per lane-step: default 31.7; YNNPACK fusions off (`--xla_cpu_experimental_ynn_fusion_type=`)
-# 34.5; single-threaded Eigen 37.0; both 39.8; XNNPACK on 32.6.
+# 34.5; single-threaded Eigen 37.0; both 39.8; XNNPACK on 32.6. And (2026-12-01, an AVX-512 Xeon, dense steps
+# of T5 and ViT at two toy widths each, dispatched alone, twice each): 512-bit vectors
+# (`--xla_cpu_prefer_vector_width=512`) within run-to-run noise (T5 at 27K: 26.5 and 25.1 ms against 22.5
+# and 26.1). The step's matrix products alone bound it at about a third of the matmul peak
+# (`bench/step_ceiling.py`); the rest of its time is ~1,000 small operations.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
