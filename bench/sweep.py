@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 from bigsparse_lib import sweep, train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import make_step, matmul_peak  # noqa: E402
+from train_step import make_step, matmul_peak, xla_flops  # noqa: E402
 
 
 def step_flops(config: train.TrainConfig) -> float:
@@ -59,9 +59,7 @@ def step_flops(config: train.TrainConfig) -> float:
     batch = jax.eval_shape(lambda: task.train_data.device_batch_fn(c.batch_size)(
         jnp.int32(0), jnp.int32(0), jnp.int32(0))) if hasattr(task.train_data, "device_batch_fn") else \
         task.train_data.batch(0, c.batch_size)
-    cost = step.lower(params, opt, batch, jnp.int32(0)).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"])
+    return xla_flops(step, params, opt, batch, jnp.int32(0))
 
 
 def main() -> int:

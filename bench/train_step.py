@@ -76,6 +76,13 @@ class Variant:
         return (time.perf_counter() - t0) / n
 
 
+def xla_flops(jitted, *args) -> float:
+    """XLA's own FLOP count of `jitted` compiled for `args` (arrays or shapes); 0.0 when it gives none."""
+    cost = jitted.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0))
+
+
 def make_step(task, tx, flags, dtype, mesh):
     """One jit-compiled training step (batch sharded over "data", params replicated): the body of
     the engine's scanned block (`train.train_runs`), dispatched alone so that it can be timed."""
@@ -127,9 +134,7 @@ def build(family: str, preset: str, mode: str, dtype: str, batch_size: int | Non
     batch = jax.device_put(task.train_data.batch(0, config.batch_size), batch_sharding)
     v = Variant(mode, step, params, opt_state, batch)
     try:
-        cost = step.lower(params, opt_state, batch, jnp.asarray(0, jnp.int32)).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        v.flops = float(cost.get("flops", 0.0)) or None
+        v.flops = xla_flops(step, params, opt_state, batch, jnp.asarray(0, jnp.int32)) or None
     except Exception:  # cost analysis is best-effort on some backends
         v.flops = None
     v.run(2)  # compile and warm up
