@@ -85,7 +85,14 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # function up to float32 rounding; nor for the n of n:m patterns and AC/DC's flag as program data
 # (2026-12-01, `group_signature`): a run alone computes what it did, a grouped one the same up to
 # float32 rounding (`bench/shared_programs.py`).
-RECIPE_VERSIONS = {"t5": "3", "vit": "4"}
+# T5 4 (2026-12-02): the toy T5 has one layer per stack, not two (`models.t5.BASES["toy"]`), so a
+# toy size is sqrt(2) times as wide. Probe (dense, 4 seeds, 14K and 28K, 200 and 800 steps,
+# `BASES["toy"]` replaced in the probe's process): seed std 0.032/0.014 at 14K and 0.014/0.004 at
+# 28K, against 0.038/0.016 and 0.031/0.009 at two layers; the 14K-to-28K gap 0.157/0.078 against
+# 0.113/0.056; mean losses 3.064/2.596 and 2.907/2.518 against 3.053/2.597 and 2.940/2.541; 237 s
+# against 393 s of wall time for the 16 runs. The same probe of the toy ViT at depth 1 (6K and 12K,
+# 250 and 1000 steps) left its seed std at 0.14-0.21, so the ViT keeps depth 2.
+RECIPE_VERSIONS = {"t5": "4", "vit": "4"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
 # one toy model differed by up to 0.09 in eval loss on the same weights (16 batches), more than

@@ -441,10 +441,12 @@ def test_config_for_nnz_with_a_group_splits_every_kernel_into_groups_of_m(family
 def test_config_for_nnz_group_1_is_the_unstructured_model():
     for family, preset, N, S in CASES:
         assert models.config_for_nnz(family, preset, N, S, group=1) == models.config_for_nnz(family, preset, N, S)
-    # T5's d_ff = 8/3 d_model is rounded to whole groups only for n:m models: at d_model 16, 43 vs 40
-    assert models.config_for_nnz("t5", "toy", 14_400, 0.0).d_ff == 43
-    assert models.config_for_nnz("t5", "toy", 14_400, 0.0, group=8).d_ff == 40
-    assert models.config_for_nnz("t5", "toy", 14_400, 0.0, group=np.int64(8)).d_ff == 40
+    # T5's d_ff = 8/3 d_model is rounded to whole groups only for n:m models. The toy T5 (one layer
+    # per stack) holds 12 d^2 + 6 d d_ff weights: 7,200 at d_model 16 and d_ff round(42.67) = 43.
+    # In groups of 8 the width steps by lcm(2 heads, 8) = 8, so d_model stays 16 and d_ff is 40.
+    assert (models.config_for_nnz("t5", "toy", 7_200, 0.0).d_model, models.config_for_nnz("t5", "toy", 7_200, 0.0).d_ff) == (16, 43)
+    assert models.config_for_nnz("t5", "toy", 7_200, 0.0, group=8).d_ff == 40
+    assert models.config_for_nnz("t5", "toy", 7_200, 0.0, group=np.int64(8)).d_ff == 40
     for bad in (0, -4, 4.0, "4"):
         with pytest.raises(InputError, match="group"):
             models.config_for_nnz("t5", "toy", 14_400, 0.0, group=bad)
