@@ -394,9 +394,10 @@ class Noise:
     def by_size(self) -> pd.DataFrame:
         """Per size with several seeds: its points, mean spread, mean gap and their ratio.
 
-        Where the noise lives: in the toy T5 sweep the smallest model's seeds differ by 0.031 on average,
-        the next size's by 0.018 (2026-12-01). The difference comes from the initialisation, not the data
-        order: four seeds of the 14K model at 200 steps spread by 0.082 with their own batches
+        Where the noise lives: in the toy T5 sweep the smallest model's seeds differ by 0.020 on average,
+        the next size's by 0.013 (2026-12-02, one layer per stack; 0.031 and 0.018 with the two layers
+        of 2026-12-01). On the two-layer toy T5 the difference came from the initialisation, not the
+        data order: four seeds of the 14K model at 200 steps spread by 0.082 with their own batches
         and by 0.078 with one shared batch order (2026-11-30).
         """
         return self._by("size")
