@@ -92,6 +92,22 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # 0.113/0.056; mean losses 3.064/2.596 and 2.907/2.518 against 3.053/2.597 and 2.940/2.541; 237 s
 # against 393 s of wall time for the 16 runs. The same probe of the toy ViT at depth 1 (6K and 12K,
 # 250 and 1000 steps) left its seed std at 0.14-0.21, so the ViT keeps depth 2.
+# Probed, nothing changed (2026-12-02): the one-layer toy T5 at batch 64 for 100/400 steps (the same
+# tokens as batch 32 for 200/800). Dense, 4 seeds, 14K and 28K: seed std 0.025/0.018 at 14K and
+# 0.020/0.015 at 28K against 0.032/0.014 and 0.014/0.004 at batch 32; 227 s against 195 s for the 16
+# runs: half the steps on twice the rows took longer, so per-step costs (dispatch, the optimizer) do not
+# bound the toy sweep.
+# Probed, nothing changed (2026-12-02): where the toy ViT's seed spread comes from. Dense, seeds 0-3,
+# 6K and 12K, 250 and 1000 steps, one change at a time (ad-hoc, /tmp results; the head bias at the
+# task's prior logit to 2 places, -1.63). Seed std at 6K and 12K after 1000 steps: as is 0.16, 0.23;
+# every seed from seed 0's initialisation 0.15, 0.15; batch 256 for 500 steps (the same images) 0.18,
+# 0.16; peak lr 1e-3 0.16, 0.14; an orthogonal patch embedding 0.17, 0.41; motifs drawn Zipf-Mandelbrot
+# ((i + 16)^-1.1: the top motif 2.4% of the labelled mass instead of 21%) 0.16, 0.31; Adafactor's
+# epsilon 1e-6 instead of 1e-30 0.28, 0.12; no gradient clipping 0.20, 0.09. A shared init
+# cut the spread at 250 steps (0.13, 0.29 -> 0.061, 0.035), not at 1000. And seeds 0 and 1 at 6K, 1000
+# steps, trained in the probe's group with the head bias at -1.63, ended 0.09 and 0.18 away from the same
+# runs in the main sweep (bias -1.6, another group: float32 rounding). So the long runs' spread is not
+# the init's, nor the gradient noise's: this training amplifies any small difference.
 RECIPE_VERSIONS = {"t5": "4", "vit": "4"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
