@@ -104,10 +104,10 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # 0.16; peak lr 1e-3 0.16, 0.14; an orthogonal patch embedding 0.17, 0.41; motifs drawn Zipf-Mandelbrot
 # ((i + 16)^-1.1: the top motif 2.4% of the labelled mass instead of 21%) 0.16, 0.31; Adafactor's
 # epsilon 1e-6 instead of 1e-30 0.28, 0.12; no gradient clipping 0.20, 0.09; fixed 2-D sin-cos
-# position embeddings instead of learned ones 0.16, 0.13. A shared init
-# cut the spread at 250 steps (0.13, 0.29 -> 0.061, 0.035), not at 1000. And seeds 0 and 1 at 6K, 1000
-# steps, trained in the probe's group with the head bias at -1.63, ended 0.09 and 0.18 away from the same
-# runs in the main sweep (bias -1.6, another group: float32 rounding). So the long runs' spread is not
+# position embeddings instead of learned ones 0.16, 0.13. A shared init cut the spread at 250 steps
+# (0.13, 0.29 -> 0.061, 0.035), not at 1000. And seeds 0 and 1 at 6K, 1000 steps, trained in the
+# probe's group with the head bias at -1.63, ended 0.09 and 0.18 away from the same runs in the main
+# sweep (bias -1.6, another group: float32 rounding). So the long runs' spread is not
 # the init's, nor the gradient noise's: this training amplifies any small difference. The head's weight
 # decay at the body's rate instead of 100x (4 seeds: std 0.17, 0.08; losses 0.2-0.4 lower) went on to a
 # whole toy sweep (a recipe 5, /tmp results, 17.2 min): 6 of 11 claims as now, the fit's error 4.27%
