@@ -583,6 +583,45 @@ def observations(table: pd.DataFrame, c: float) -> pd.DataFrame:
     return out
 
 
+@dataclass(frozen=True)
+class SizeGaps:
+    """The loss drop from each size to the next along one (S, D) line (seed means first)."""
+
+    sparsity: float
+    data: float
+    gaps: pd.Series  # indexed by the smaller size of each adjacent pair
+
+    @property
+    def ratios(self) -> np.ndarray:
+        """Each gap over the one before. Eq. 3 at fixed S and D makes it (N_k / N_k+1)^b_N:
+        2^-b_N < 1 for sizes in 2x steps, whatever c is."""
+        g = self.gaps.to_numpy()
+        return g[1:] / g[:-1]
+
+    @property
+    def shrinking(self) -> bool | None:
+        """Whether every gap is smaller than the one before, as eq. 3 has it (None: < 2 gaps)."""
+        r = self.ratios
+        return None if len(r) == 0 else bool(np.all((r > 0) & (r < 1)))
+
+
+def size_gaps(table: pd.DataFrame, sparsity: float = 0.0, data: float | None = None) -> SizeGaps:
+    """`SizeGaps` of the line at `sparsity` and length `data` (default: the longest).
+
+    Why it is worth a look: a loss that falls faster than a power law in N (gaps growing with
+    size) cannot be fitted by eq. 3 with any c, and the fit then puts c at its lower bound.
+    """
+    m = seed_means(table)
+    m = m[np.isclose(m["sparsity"], sparsity)]
+    if m.empty:
+        raise InputError(f"no runs at sparsity {sparsity:g}")
+    D = float(m["data"].max()) if data is None else float(data)
+    line = m[np.isclose(m["data"], D)].sort_values("size")
+    loss = line.set_index("size")["loss"]
+    gaps = pd.Series(-np.diff(loss.to_numpy()), index=loss.index[:-1], name="gap")
+    return SizeGaps(float(sparsity), D, gaps)
+
+
 def describe_grid(grid) -> dict:
     """One row of Table 1 for a grid of TrainConfigs: dense sizes, steps, sparsities, seeds, runs."""
     runs = list(grid)

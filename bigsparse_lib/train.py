@@ -112,7 +112,18 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # decay at the body's rate instead of 100x (4 seeds: std 0.17, 0.08; losses 0.2-0.4 lower) went on to a
 # whole toy sweep (a recipe 5, /tmp results, 17.2 min): 6 of 11 claims as now, the fit's error 4.27%
 # (3.20% now), the largest size predicted to 9.09% (6.07%), seed spread / size gap 0.458 (0.483).
-RECIPE_VERSIONS = {"t5": "4", "vit": "4"}
+# ViT 6 (2026-12-02; not 5, which the reverted recipe of 2026-11-30 above used): the toy ViT task
+# has 256 classes, one per labelled motif, not 16; label noise 1e-3 (irreducible loss 2.02 instead
+# of 0.90); each class's head bias starts at its prior logit (`models.vit.prior_head_bias`). Why:
+# per-class eval losses of two seeds of the toy sweep's runs (recipe 4, dense 6K and 12K, 250 and
+# 1000 steps; ad-hoc, from the stored checkpoints) differed in one to three of the 16 classes, by up
+# to 0.24 nats each, the rest alike: a class was learned (0.10-0.17) or not (0.35-0.51), and which
+# ones made the seed spread. Probe (dense, seeds 0-3, 6K and 12K, 250 and 1000 steps): seed std /
+# 6K-to-12K gap 0.19 and 0.16, against 0.43 and 0.30 at 16 classes; the same wall time. And the toy
+# head's learning rate is 10x the body's (`optim.HEAD_LR_MULT`, which says why): with the classes
+# alone, the whole toy sweep's loss fell faster than a power law in N (gaps between adjacent sizes
+# growing with N), the fit missed by 2.2% and its c went to 0, and 5 of 11 claims held.
+RECIPE_VERSIONS = {"t5": "4", "vit": "6"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
 # one toy model differed by up to 0.09 in eval loss on the same weights (16 batches), more than

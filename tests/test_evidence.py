@@ -298,6 +298,25 @@ def test_observations_of_a_pure_power_law():
         assert obs.loc[S, "sizes where it fell"] == "4/4"
 
 
+def test_size_gaps_of_eq3_shrink_by_two_to_the_minus_b_N():
+    """On a table exactly on eq. 3, each gap between adjacent sizes (2x steps) is 2^-b_N times
+    the one before; a table whose loss falls faster than a power law fails `shrinking`."""
+    df = table()
+    g = E.size_gaps(df)
+    assert g.data == max(LENGTHS) and g.sparsity == 0.0
+    want = [LAW.loss(0.0, a, max(LENGTHS)) - LAW.loss(0.0, b, max(LENGTHS)) for a, b in zip(SIZES, SIZES[1:])]
+    np.testing.assert_allclose(g.gaps.to_numpy(), want, rtol=1e-9)
+    np.testing.assert_allclose(g.ratios, 2.0 ** -LAW.b_N, rtol=1e-9)
+    assert g.shrinking is True
+    # the widest size learns much faster: its gap grows, as no power law in N has it
+    fast = df.copy()
+    fast.loc[at(fast, nnz=SIZES[-1], sparsity=0.0), "loss"] -= 0.5
+    assert E.size_gaps(fast).shrinking is False
+    assert E.size_gaps(fast, sparsity=0.5).shrinking is True  # the other lines are untouched
+    with pytest.raises(InputError, match="sparsity 0.3"):
+        E.size_gaps(df, sparsity=0.3)
+
+
 def test_describe_grid_is_table1_of_the_smoke_grid():
     from bigsparse_lib import sweep
 

@@ -93,6 +93,17 @@ def test_vit_forward_shapes(vit_smoke):
     assert float(loss0) == pytest.approx(c.num_classes * math.log(2.0), rel=1e-6)
 
 
+def test_vit_head_bias_per_class():
+    """A tuple head_bias_init gives each class its own starting bias (the toy preset's prior
+    logits): with the zero-initialised head kernel every image's logits are that tuple."""
+    c = dataclasses.replace(vit.BASES["smoke"], head_bias_init=tuple(-0.5 * k for k in range(8)))
+    params = vit.init(c, jax.random.key(0))
+    logits = apply_vit(params, vit_batch(c)["image"], c)
+    assert np.asarray(logits) == pytest.approx(np.tile(-0.5 * np.arange(8), (4, 1)))
+    with pytest.raises(InputError, match="3 values for 8 classes"):
+        dataclasses.replace(c, head_bias_init=(0.0, 1.0, 2.0))
+
+
 @pytest.mark.parametrize("preset", ["smoke", "toy"])
 def test_vit_patch_embedding_is_the_strided_conv(preset):
     """`vit.PatchEmbedding` (a reshape and a matrix product) against big_vision's embedding as

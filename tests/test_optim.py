@@ -166,6 +166,23 @@ def test_vit_recipe_weight_decay_masks():
     assert float(u["Transformer"]["mlp"]["bias"][0]) == 0.0 and float(u["head"]["bias"][0]) == 0.0
 
 
+def test_vit_head_lr_mult_scales_only_the_head():
+    """head_lr_mult multiplies the head's steps (kernel and bias, weight decay included) and no
+    other's; the toy recipe uses 10, the others big_vision's own 1 (optim.HEAD_LR_MULT)."""
+    params = {"Transformer": {"mlp": {"kernel": jnp.ones((4, 4)), "bias": jnp.ones(4)}},
+              "head": {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)}}
+    rng = np.random.default_rng(0)
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), params)
+    steps = {}
+    for m in (1.0, 10.0):
+        tx = optim.big_vision_adafactor(8e-4, lambda t: 0.5, weight_decay=1e-3, head_lr_mult=m)
+        steps[m], _ = tx.update(grads, tx.init(params), params)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(steps[10.0]["head"][name], 10 * np.asarray(steps[1.0]["head"][name]), rtol=1e-6)
+        np.testing.assert_array_equal(steps[10.0]["Transformer"]["mlp"][name], steps[1.0]["Transformer"]["mlp"][name])
+    assert optim.HEAD_LR_MULT == {"smoke": 1.0, "toy": 10.0, "full": 1.0}
+
+
 @pytest.mark.parametrize("family", ["t5", "vit"])
 def test_for_family_trains_a_quadratic(family):
     target = jnp.asarray(np.random.default_rng(5).normal(size=(8, 8)), jnp.float32)

@@ -67,8 +67,9 @@ class Config:
     # JFT-3B/4B has "around 30k labels" (Zhai et al., 2022). JFT is not public: a real dataset sets its own.
     num_classes: int = 30_000
     # big_vision's JFT/i21k configs start the head bias at -10 so that the many-class sigmoid head
-    # initially predicts "absent" for every label (`init_head_bias`).
-    head_bias_init: float = -10.0
+    # initially predicts "absent" for every label (`init_head_bias`). A tuple gives each class its own
+    # (the toy preset: each class's prior logit).
+    head_bias_init: float | tuple[float, ...] = -10.0
 
     def __post_init__(self):
         if self.width % self.num_heads:
@@ -78,6 +79,8 @@ class Config:
         for f in ("width", "depth", "mlp_dim", "num_heads", "patch_size", "image_size", "channels", "num_classes"):
             if getattr(self, f) < 1:
                 raise InputError(f"ViT {f} must be >= 1, got {getattr(self, f)}")
+        if isinstance(self.head_bias_init, tuple) and len(self.head_bias_init) != self.num_classes:
+            raise InputError(f"ViT head_bias_init has {len(self.head_bias_init)} values for {self.num_classes} classes")
 
     @property
     def num_patches(self) -> int:
@@ -87,23 +90,38 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def prior_head_bias(config: Config, preset: str) -> Config:
+    """`config` with each class's head bias at its prior logit on the preset's synthetic stream
+    (`data.toy.MotifImages.prior_logits`): K classes whose frequencies span 0.1% to 50% need
+    biases from -6 to 0, and a toy run cannot walk them there (the comment on BASES)."""
+    from bigsparse_lib.data import toy  # the model's shapes fix the stream's images and classes
+
+    images = toy.MotifImages(toy.IMAGE_SPECS[preset], config.num_classes, config.image_size,
+                             config.image_size, config.channels)
+    return dataclasses.replace(config, head_bias_init=tuple(round(float(x), 4) for x in images.prior_logits()))
+
+
 BASES: dict[str, Config] = {
     # Tiny shapes with the full model's structure: one forward+backward well under a second on CPU.
-    # head_bias_init: the mean prior logit of the smoke/toy task's labels (`data.toy.MotifImages.
-    # prior_logit`, checked by tests/test_data.py), as big_vision starts its JFT heads at -10.
+    # head_bias_init: the smoke task's mean prior logit and the toy task's per-class prior logits
+    # (`data.toy.MotifImages.prior_logit(s)`, checked by tests/test_data.py), as big_vision starts
+    # its JFT heads at -10.
     # Why it matters: Adafactor moves each parameter by at most about lr per step whatever its
     # gradient, so a head bias started at 0 (p = 0.5 for every label, loss K log 2) walks towards
-    # the label frequencies (logit ~ -1.6 here) at <= lr per step; under the warm-up/rsqrt/cool-down
-    # schedule a whole toy run of a few hundred steps moves it by only ~0.3 (lr 3e-3) to ~2 (lr 1e-2)
-    # logits. That is the "label-frequency plateau" of the toy ViT sweeps (issue 11): the runs spent
-    # their budget on label frequencies, and the kernels compensating for the bias, not on features.
+    # the label frequencies (logit ~ -1.6 for 16 classes) at <= lr per step; under the warm-up/
+    # rsqrt/cool-down schedule a whole toy run of a few hundred steps moves it by only ~0.3 (lr 3e-3)
+    # to ~2 (lr 1e-2) logits. That is the "label-frequency plateau" of the toy ViT sweeps (issue 11):
+    # the runs spent their budget on label frequencies, and the kernels compensating for the bias,
+    # not on features.
     "smoke": Config(width=24, depth=1, mlp_dim=96, num_heads=2, patch_size=4, image_size=16,
                     channels=3, num_classes=8, head_bias_init=-0.8),
     # CPU scale. Two heads keep the width grid of `config_for_nnz` fine (steps of 2) at the small
     # widths of CPU sweeps; depth 2 (not 4) makes a given N twice as wide, and CPU matmuls need
-    # width to run near their peak (issue 11: fewer, wider models).
-    "toy": Config(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=8, image_size=32,
-                  channels=3, num_classes=16, head_bias_init=-1.6),
+    # width to run near their peak (issue 11: fewer, wider models). 256 classes, one per labelled
+    # motif of the toy stream (`data.toy.IMAGE_SPECS`), so that no class is a large share of the
+    # loss: with 16, each held 0.2-0.7 nats, and which ones a run had learned made its seed spread.
+    "toy": prior_head_bias(Config(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=8, image_size=32,
+                                  channels=3, num_classes=256), "toy"),
     # The paper's base: ViT-B/16 at 224 px on JFT (App. A).
     "full": Config(**decode_variant("B/16")),
 }
@@ -261,7 +279,7 @@ class ViT(nn.Module):
         x = jnp.mean(x, axis=1)  # "gap"
         # Head in float32: the loss of a many-class sigmoid head is sensitive to logit rounding.
         head = nn.Dense(c.num_classes, kernel_init=nn.initializers.zeros,
-                        bias_init=nn.initializers.constant(c.head_bias_init), name="head")
+                        bias_init=nn.initializers.constant(np.asarray(c.head_bias_init, np.float32)), name="head")
         return head(x.astype(jnp.float32))
 
 
