@@ -347,7 +347,7 @@ def test_vit_head_bias_starts_at_the_label_prior(preset):
 
 
 def test_toy_vit_classes_are_small_shares_of_the_loss():
-    """The toy ViT task (recipe 5): one class per labelled motif, so the most frequent class holds
+    """The toy ViT task (recipe 6): one class per labelled motif, so the most frequent class holds
     under a tenth of what a model can learn (label-frequency loss minus irreducible); with 16
     classes it held 0.5 of 6.1 nats, and the seed spread was which classes a run had learned."""
     ds = data.make("vit", "toy", seed=0)

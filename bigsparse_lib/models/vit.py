@@ -96,8 +96,9 @@ def prior_head_bias(config: Config, preset: str) -> Config:
     biases from -6 to 0, and a toy run cannot walk them there (the comment on BASES)."""
     from bigsparse_lib.data import toy  # the model's shapes fix the stream's images and classes
 
-    images = toy.MotifImages(toy.IMAGE_SPECS[preset], config.num_classes, config.image_size,
-                             config.image_size, config.channels)
+    # the cached instance the stream itself uses (`data.toy.motif_images`): built once per process
+    images = toy.motif_images(toy.IMAGE_SPECS[preset], config.num_classes, config.image_size,
+                              config.image_size, config.channels)
     return dataclasses.replace(config, head_bias_init=tuple(round(float(x), 4) for x in images.prior_logits()))
 
 
