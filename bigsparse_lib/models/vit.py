@@ -117,11 +117,13 @@ BASES: dict[str, Config] = {
     "smoke": Config(width=24, depth=1, mlp_dim=96, num_heads=2, patch_size=4, image_size=16,
                     channels=3, num_classes=8, head_bias_init=-0.8),
     # CPU scale. Two heads keep the width grid of `config_for_nnz` fine (steps of 2) at the small
-    # widths of CPU sweeps; depth 2 (not 4) makes a given N twice as wide, and CPU matmuls need
-    # width to run near their peak (issue 11: fewer, wider models). 256 classes, one per labelled
+    # widths of CPU sweeps; depth 1 (not 12) makes a given N as wide as it can be, and CPU matmuls
+    # need width to run near their peak (issue 11: fewer, wider models). At depth 1 instead of 2
+    # (ViT recipe 7, `train.RECIPE_VERSIONS`, which gives the measurements) the toy main sweep took
+    # about half the time and its fit and held-out size came closer. 256 classes, one per labelled
     # motif of the toy stream (`data.toy.IMAGE_SPECS`), so that no class is a large share of the
     # loss: with 16, each held 0.2-0.7 nats, and which ones a run had learned made its seed spread.
-    "toy": prior_head_bias(Config(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=8, image_size=32,
+    "toy": prior_head_bias(Config(width=64, depth=1, mlp_dim=256, num_heads=2, patch_size=8, image_size=32,
                                   channels=3, num_classes=256), "toy"),
     # The paper's base: ViT-B/16 at 224 px on JFT (App. A).
     "full": Config(**decode_variant("B/16")),
