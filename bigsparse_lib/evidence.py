@@ -622,6 +622,63 @@ def size_gaps(table: pd.DataFrame, sparsity: float = 0.0, data: float | None = N
     return SizeGaps(float(sparsity), D, gaps)
 
 
+def dense_widths(table: pd.DataFrame) -> pd.Series:
+    """Each run's dense model size: `dense_params` (the sparsified layers' count at the run's
+    width, `sweep.export`) where the table has it, else nnz / (1 - S) to 4 significant digits.
+    Runs that share it share a model shape and differ only in how many of its weights are zero."""
+    if "dense_params" in table.columns and table["dense_params"].notna().all():
+        return table["dense_params"].astype(float)
+    return (table["nnz"].astype(float) / (1.0 - table["sparsity"].astype(float))).map(lambda n: float(f"{n:.4g}"))
+
+
+@dataclass(frozen=True)
+class EqualWidth:
+    """The runs that share a dense width (one model shape at several S), at one length D."""
+
+    data: float
+    losses: pd.DataFrame  # index: dense size (`dense_widths`), columns: S; the mean loss over seeds
+
+    @property
+    def spreads(self) -> pd.Series:
+        """Per width run at 2 sparsities or more: max - min of the loss over them."""
+        rows = self.losses[self.losses.notna().sum(axis=1) >= 2]
+        return (rows.max(axis=1) - rows.min(axis=1)).rename("spread")
+
+    @property
+    def gaps(self) -> pd.Series:
+        """Per pair of adjacent widths (indexed by the narrower): the loss drop to the wider one,
+        mean over the sparsities run at both."""
+        L = self.losses
+        out = {a: float((L.loc[a] - L.loc[b]).dropna().mean()) for a, b in zip(L.index[:-1], L.index[1:])
+               if (L.loc[a] - L.loc[b]).notna().any()}
+        return pd.Series(out, dtype=float, name="gap")
+
+    @property
+    def ratio(self) -> float:
+        """Mean spread over S at equal width / mean gap between adjacent widths. Near 0: the
+        loss is set by the width, whatever the share of its weights that are zero."""
+        gap = float(self.gaps.mean())
+        return float(self.spreads.mean()) / gap if gap > 0 else float("nan")
+
+
+def equal_width(table: pd.DataFrame, data: float | None = None) -> EqualWidth:
+    """`EqualWidth` at length `data` (default: the longest).
+
+    Why it is worth a look: at equal N, a sparse model is wider than a dense one (§3.1), so a
+    sweep in which the width alone set the loss, and pruning most of a model's weights cost
+    nothing, would show large "gains" from sparsity that say little about sparsity. Eq. 3 at
+    equal width W has the loss rise with S: L(S, (1 - S) W, D) grows as (1 - S)^-b_N.
+    """
+    _one_family(table)
+    df = table.assign(width=dense_widths(table).to_numpy())
+    D = float(df["data"].max()) if data is None else float(data)
+    df = df[np.isclose(df["data"].astype(float), D)]
+    if df.empty:
+        raise InputError(f"no runs of length {D:g}")
+    losses = df.groupby(["width", "sparsity"])["loss"].mean().unstack("sparsity").sort_index()
+    return EqualWidth(D, losses)
+
+
 def describe_grid(grid) -> dict:
     """One row of Table 1 for a grid of TrainConfigs: dense sizes, steps, sparsities, seeds, runs."""
     runs = list(grid)

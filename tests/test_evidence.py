@@ -317,6 +317,37 @@ def test_size_gaps_of_eq3_shrink_by_two_to_the_minus_b_N():
         E.size_gaps(df, sparsity=0.3)
 
 
+def test_equal_width_on_eq3_and_on_a_width_bound_table():
+    """Sizes in 2x steps and S halving the density: size N at S shares the dense width N / (1 - S)
+    with the next sizes' sparser points. On eq. 3 the loss at one width rises with S, as
+    (1 - S)^-b_N; on a table whose loss depends on the width alone, the spread is 0."""
+    df = table()
+    ew = E.equal_width(df)
+    D = max(LENGTHS)
+    assert ew.data == D
+    W = SIZES[-1]  # the dense size of the largest model, and of 4e6 non-zeros at 0.5, 2e6 at 0.75, 1e6 at 0.875
+    row = ew.losses.loc[W].dropna()
+    assert list(row.index) == list(SPARSITIES)
+    want = [LAW.loss(S, W * (1 - S), D) for S in SPARSITIES]
+    np.testing.assert_allclose(row.to_numpy(), want, rtol=1e-12)
+    assert np.all(np.diff(row.to_numpy()) > 0)  # sparser at one width: worse, on eq. 3
+    assert ew.spreads.loc[W] == pytest.approx(want[-1] - want[0], rel=1e-12)
+    # the dense line's gaps between adjacent widths are those of eq. 3 in N
+    assert ew.losses.loc[SIZES[0], 0.0] - ew.losses.loc[SIZES[1], 0.0] == pytest.approx(
+        LAW.loss(0.0, SIZES[0], D) - LAW.loss(0.0, SIZES[1], D), rel=1e-12)
+    assert ew.ratio > 0
+    # the width alone sets the loss: every S at one width has the same loss
+    flat = df.assign(loss=[10.0 - np.log(N / (1 - S)) for N, S in zip(df["nnz"], df["sparsity"])])
+    ew0 = E.equal_width(flat)
+    assert ew0.spreads.max() == pytest.approx(0.0, abs=1e-12) and ew0.ratio == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(ew0.gaps.to_numpy(), np.log(2.0), rtol=1e-12)
+    # an exported table names each run's dense size itself
+    named = df.assign(dense_params=1.0)
+    assert list(E.equal_width(named).losses.index) == [1.0]
+    with pytest.raises(InputError, match="length 3"):
+        E.equal_width(df, data=3)
+
+
 def test_describe_grid_is_table1_of_the_smoke_grid():
     from bigsparse_lib import sweep
 
