@@ -62,6 +62,19 @@ def step_flops(config: train.TrainConfig) -> float:
     return xla_flops(step, params, opt, batch, jnp.int32(0))
 
 
+def together(rows) -> tuple[float, str]:
+    """Step 3: the families' toy main grids swept side by side, into fresh folders, with a cold cache."""
+    os.environ["BIGSPARSE_JAX_CACHE"] = tempfile.mkdtemp(prefix="bigsparse-bench-jax-")
+    with tempfile.TemporaryDirectory() as d:
+        jobs = [(sweep.make_grid(r["family"], "toy", "main"), Path(d) / r["family"]) for r in rows]
+        t0 = time.perf_counter()
+        out = sweep.run_sweeps(jobs, parallel=len(jobs), progress=False)
+        both = time.perf_counter() - t0
+    if not all(s.complete and not s.failed for s, _ in out):
+        raise RuntimeError(f"a side-by-side sweep did not finish: {[s for s, _ in out]}")
+    return both, ", ".join(f"{r['family']} {w:.0f} s" for r, (_, w) in zip(rows, out))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", nargs="+", default=["t5", "vit"], choices=["vit", "t5"])
@@ -72,12 +85,21 @@ def main() -> int:
     ap.add_argument("--together", action=argparse.BooleanOptionalAction, default=True,
                     help="then sweep the families again, side by side in their own processes (`sweep.run_sweeps`, "
                          "as the book's sweeps chapter does), into fresh folders with another cold cache")
+    ap.add_argument("--together-only", action="store_true",
+                    help="only step 3: the families side by side (their FLOP counts for the rate; no baseline)")
     args = ap.parse_args()
 
     peak = matmul_peak(jnp.float32, 2048, 5)
     rows = []
     for family in args.family:
         grid = sweep.make_grid(family, "toy", "main")
+        if args.together_only:
+            by_width = {}
+            for c in grid:
+                by_width.setdefault(train.group_signature(c), []).append(c)
+            rows.append(dict(family=family, flops=sum(step_flops(cs[0]) * sum(c.resolved().steps for c in cs)
+                                                      for cs in by_width.values())))
+            continue
         with tempfile.TemporaryDirectory() as d:
             where = Path(args.results) / f"{family}-toy-main" if args.results else Path(d) / "sweep"
             t0 = time.perf_counter()
@@ -110,6 +132,15 @@ def main() -> int:
 
     cmd = ("python bench/sweep.py " + shlex.join(sys.argv[1:])).strip()
     print("## Sweeps\n")
+    if args.together_only:
+        both, each = together(rows)
+        flops = sum(r["flops"] for r in rows)
+        print(f"`{cmd}`: both families' toy main grids swept side by side, each in its own process "
+              f"(`sweep.run_sweeps`, as the sweeps chapter runs them), into fresh folders with a cold JAX "
+              f"compilation cache: **{both:.0f} s ({both / 60:.1f} min; target <= 15 min)** ({each}); "
+              f"{flops / both / 1e9:,.1f} GFLOP/s together, {flops / both / peak:.0%} of a 2048^3 float32 "
+              f"matmul measured in the same process ({peak / 1e9:,.1f} GFLOP/s).")
+        return 0
     print(f"`{cmd}`: each family's toy main grid swept into a fresh results directory with a cold JAX "
           "compilation cache (so compile time is included), as `make book` runs it; FLOP/s = XLA's count of "
           "a dense step at each width x the steps trained there / wall time, against a 2048^3 float32 "
@@ -128,15 +159,7 @@ def main() -> int:
     print(f"\nBoth families' toy main sweeps, one after the other: {total:.0f} s ({total / 60:.1f} min; "
           "target <= 15 min).")
     if args.together and len(rows) > 1:
-        os.environ["BIGSPARSE_JAX_CACHE"] = tempfile.mkdtemp(prefix="bigsparse-bench-jax-")  # cold again
-        with tempfile.TemporaryDirectory() as d:
-            jobs = [(sweep.make_grid(r["family"], "toy", "main"), Path(d) / r["family"]) for r in rows]
-            t0 = time.perf_counter()
-            out = sweep.run_sweeps(jobs, parallel=len(jobs), progress=False)
-            both = time.perf_counter() - t0
-        if not all(s.complete and not s.failed for s, _ in out):
-            raise RuntimeError(f"a side-by-side sweep did not finish: {[s for s, _ in out]}")
-        each = ", ".join(f"{r['family']} {w:.0f} s" for r, (_, w) in zip(rows, out))
+        both, each = together(rows)
         flops = sum(r["flops"] for r in rows)
         print(f"Side by side, each family in its own process (`sweep.run_sweeps`, as the sweeps chapter runs "
               f"them; cold cache): **{both:.0f} s ({both / 60:.1f} min; target <= 15 min)** ({each}), "

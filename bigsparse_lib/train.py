@@ -127,10 +127,16 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # is sqrt(2) times as wide, as the T5 went to one layer per stack in T5 4. (Depth 1 was probed under
 # recipe 4 above and left the seed spread as it was; that spread has since gone with the 256
 # classes.) The whole toy sweep (`bigsparse sweep --family vit --preset toy`, the same grid, /tmp
-# results; scored with `evidence.report`), recipe 6 -> 7: 7.2 min of wall time against 15.1 the
-# session before (a 2-core Xeon each; BENCHMARKS.md, Sweeps, has the bench's pair); claims held 6 -> 7 of 11; the fit's mean error 2.76% -> 1.54%; the
+# results; scored with `evidence.report`), recipe 6 -> 7: the same FLOPs (N counts the blocks'
+# weights, 12 w^2 each, at any depth; XLA's count of the grid: 23.8 against 23.2 TFLOP), 16% of the
+# matmul peak against 14% (BENCHMARKS.md, Sweeps; two Xeons, so most of 454 s against 801 s is
+# the faster machine); claims held 6 -> 7 of 11; the fit's mean error 2.76% -> 1.54%; the
 # largest size predicted to 5.38% -> 1.46% (now within 2%); seed spread / size gap 0.157 -> 0.161;
 # c still at 0, and the drops per halving of density still not diminishing (0.73, 0.70, 0.81).
+# Probed, nothing changed (2026-12-02): ViT 7 with 64 classes instead of 256 (each class four
+# motifs; irreducible loss 0.51), the whole toy sweep (/tmp results): 6 of 11 claims, fit 3.67%,
+# largest size 7.07%, seed spread / size gap 0.246. Its loss too was set by the dense width, not
+# by S at that width (`evidence.equal_width`: ratio 0.16, against 0.15 at 256 classes).
 RECIPE_VERSIONS = {"t5": "4", "vit": "7"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of

@@ -119,10 +119,11 @@ BASES: dict[str, Config] = {
     # CPU scale. Two heads keep the width grid of `config_for_nnz` fine (steps of 2) at the small
     # widths of CPU sweeps; depth 1 (not 12) makes a given N as wide as it can be, and CPU matmuls
     # need width to run near their peak (issue 11: fewer, wider models). At depth 1 instead of 2
-    # (ViT recipe 7, `train.RECIPE_VERSIONS`, which gives the measurements) the toy main sweep took
-    # about half the time and its fit and held-out size came closer. 256 classes, one per labelled
-    # motif of the toy stream (`data.toy.IMAGE_SPECS`), so that no class is a large share of the
-    # loss: with 16, each held 0.2-0.7 nats, and which ones a run had learned made its seed spread.
+    # (ViT recipe 7, `train.RECIPE_VERSIONS`, which gives the measurements) the toy main sweep has
+    # the same FLOPs, runs nearer the peak, and its fit and held-out size came closer.
+    # 256 classes, one per labelled motif of the toy stream (`data.toy.IMAGE_SPECS`), so that no
+    # class is a large share of the loss: with 16, each held 0.2-0.7 nats, and which ones a run had
+    # learned made its seed spread.
     "toy": prior_head_bias(Config(width=64, depth=1, mlp_dim=256, num_heads=2, patch_size=8, image_size=32,
                                   channels=3, num_classes=256), "toy"),
     # The paper's base: ViT-B/16 at 224 px on JFT (App. A).
