@@ -137,6 +137,13 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # motifs; irreducible loss 0.51), the whole toy sweep (/tmp results): 6 of 11 claims, fit 3.67%,
 # largest size 7.07%, seed spread / size gap 0.246. Its loss too was set by the dense width, not
 # by S at that width (`evidence.equal_width`: ratio 0.16, against 0.15 at 256 classes).
+# Probed, nothing changed (2026-12-02): ViT 7 with 64 labelled motifs, 64 distractors and 64 classes
+# (irreducible loss 0.51), the whole toy sweep (/tmp results): the size gaps now shrink (0.85, 0.78,
+# 0.57) and the drops per halving of density diminish (0.53, 0.44, 0.32), the seed spread / size gap
+# is 0.179, but the fit misses by 5.22% and the largest size by 7.95%, c is still 0 and seed 1 fails:
+# 7 of 11 claims. Its loss still falls by about a nat with every doubling of D (6K: 5.51, 4.53,
+# 3.59; 48K: 2.95, 2.04, 1.38), far from converged, and the drop depends on N, which eq. 3's D term
+# does not allow.
 RECIPE_VERSIONS = {"t5": "4", "vit": "7"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
