@@ -62,6 +62,19 @@ def step_flops(config: train.TrainConfig) -> float:
     return xla_flops(step, params, opt, batch, jnp.int32(0))
 
 
+def widths(grid) -> dict[str, list]:
+    """The grid's runs by dense width (`train.group_signature`): each group trains as one program."""
+    out: dict[str, list] = {}
+    for c in grid:
+        out.setdefault(train.group_signature(c), []).append(c)
+    return out
+
+
+def grid_flops(by_width: dict[str, list]) -> float:
+    """XLA's count of a dense step at each width x the steps every run of that width trains."""
+    return sum(step_flops(cs[0]) * sum(c.resolved().steps for c in cs) for cs in by_width.values())
+
+
 def together(rows) -> tuple[float, str]:
     """Step 3: the families' toy main grids swept side by side, into fresh folders, with a cold cache."""
     os.environ["BIGSPARSE_JAX_CACHE"] = tempfile.mkdtemp(prefix="bigsparse-bench-jax-")
@@ -94,11 +107,7 @@ def main() -> int:
     for family in args.family:
         grid = sweep.make_grid(family, "toy", "main")
         if args.together_only:
-            by_width = {}
-            for c in grid:
-                by_width.setdefault(train.group_signature(c), []).append(c)
-            rows.append(dict(family=family, flops=sum(step_flops(cs[0]) * sum(c.resolved().steps for c in cs)
-                                                      for cs in by_width.values())))
+            rows.append(dict(family=family, flops=grid_flops(widths(grid))))
             continue
         with tempfile.TemporaryDirectory() as d:
             where = Path(args.results) / f"{family}-toy-main" if args.results else Path(d) / "sweep"
@@ -108,13 +117,10 @@ def main() -> int:
             if not summary.complete or summary.failed:
                 raise RuntimeError(f"the {family} toy sweep did not finish: {summary}")
             steps = sum(c.resolved().steps for c in grid)
-            by_width: dict[str, list] = {}
-            for c in grid:
-                by_width.setdefault(train.group_signature(c), []).append(c)
-            flops = sum(step_flops(cs[0]) * sum(c.resolved().steps for c in cs) for cs in by_width.values())
+            by_width = widths(grid)
+            flops = grid_flops(by_width)
             # the baseline: a few of the shortest runs, spread over the widths, one at a time
             shortest = min(c.resolved().steps for c in grid)
-            picks = [cs[0] for cs in by_width.values() if cs[0].resolved().steps == shortest] or list(grid)[:1]
             picks = [min((c for c in grid if c.resolved().steps == shortest and train.group_signature(c) == k),
                          key=lambda c: c.seed, default=cs[0]) for k, cs in by_width.items()]
             picks = picks[:: max(1, len(picks) // args.baseline_runs)][: args.baseline_runs]

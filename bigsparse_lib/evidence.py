@@ -649,9 +649,8 @@ class EqualWidth:
         """Per pair of adjacent widths (indexed by the narrower): the loss drop to the wider one,
         mean over the sparsities run at both."""
         L = self.losses
-        out = {a: float((L.loc[a] - L.loc[b]).dropna().mean()) for a, b in zip(L.index[:-1], L.index[1:])
-               if (L.loc[a] - L.loc[b]).notna().any()}
-        return pd.Series(out, dtype=float, name="gap")
+        drops = {a: (L.loc[a] - L.loc[b]).dropna() for a, b in zip(L.index[:-1], L.index[1:])}
+        return pd.Series({a: float(d.mean()) for a, d in drops.items() if len(d)}, dtype=float, name="gap")
 
     @property
     def ratio(self) -> float:
