@@ -180,6 +180,27 @@ def test_noise_by_data_locates_the_noisy_length():
     assert n.ratio == pytest.approx((by["mean spread"] * by["points"]).sum() / (by["mean gap"] * by["points"]).sum())
 
 
+def test_noise_interval_brackets_the_pointwise_ratios():
+    # Two points with several seeds, at one (S, D) line of two sizes: a resample holds (A, A),
+    # (B, B) or one of each, with probabilities 1/4, 1/4, 1/2, so the 95% percentile interval runs
+    # from the smaller pointwise ratio to the larger, and every resample lies between them.
+    rows = [{"sparsity": 0.0, "nnz": N, "data": 1e9, "seed": s, "loss": L + s * d}
+            for N, L, d in ((1e6, 3.0, 0.02), (2e6, 2.9, 0.05)) for s in (0, 1)]
+    n = E.noise(pd.DataFrame(rows))
+    gap = abs((2.9 + 0.025) - (3.0 + 0.01))  # between the seed means
+    assert list(n.points["spread"]) == pytest.approx([0.02, 0.05])
+    assert n.ratio == pytest.approx((0.02 + 0.05) / 2 / gap)
+    lo, hi = n.interval(resamples=4000)
+    assert (lo, hi) == pytest.approx((0.02 / gap, 0.05 / gap))
+    assert n.interval(resamples=4000) == (lo, hi)  # seeded: the same interval every time
+    # on a whole table the pooled ratio lies inside its interval; one seed measures nothing
+    df = table(seeds=(0, 1))
+    df.loc[df["seed"] == 1, "loss"] += 0.01
+    flat = E.noise(df)
+    assert flat.interval(resamples=200)[0] <= flat.ratio <= flat.interval(resamples=200)[1]
+    assert E.noise(table().drop(columns="seed")).interval() == pytest.approx((np.nan, np.nan), nan_ok=True)
+
+
 def test_one_seed_leaves_noise_and_robustness_unmeasured():
     df = table().drop(columns="seed")  # an old table: no seed column is one seed
     assert E.seeds(df) == [0]
