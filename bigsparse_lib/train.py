@@ -144,6 +144,18 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # 7 of 11 claims. Its loss still falls by about a nat with every doubling of D (6K: 5.51, 4.53,
 # 3.59; 48K: 2.95, 2.04, 1.38), far from converged, and the drop depends on N, which eq. 3's D term
 # does not allow.
+# Probed, nothing changed (2026-12-02, later): two more knobs for the seed spread, dense runs of
+# seeds 0-3 at the two smallest toy sizes, shortest and longest length (ad-hoc, /tmp results).
+# Mean |difference| between two seeds / the gap to the next size, at the shortest and longest D:
+#   T5 as is (14K; 28K):                          0.225, 0.232; 0.101, 0.065
+#   T5 batch 16 for 2x the steps (same tokens):   0.244, 0.150; 0.182, 0.198 (losses 0.07-0.20
+#                                                  lower; 6% more wall time for twice the steps)
+#   T5 linear warm-up over the tenth held at peak: 0.221, 0.273; 0.114, 0.062
+#   ViT as is (6K; 12K):                          0.180, 0.115; 0.071, 0.116
+#   ViT batch 32 for 4x the steps (same images):  0.082, 0.209; 0.075, 0.367 (losses 0.02-0.4
+#                                                  lower; 23% more wall time)
+# None lowers the ratio at both sizes. The sweeps chapter now gives the ratio's bootstrap interval
+# over its points (`evidence.Noise.interval`): T5 0.242 [0.175, 0.307], ViT 0.161 [0.114, 0.209].
 RECIPE_VERSIONS = {"t5": "4", "vit": "7"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
