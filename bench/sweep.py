@@ -10,7 +10,8 @@ For each family, in one process:
    `sweep.run_sweep` into a fresh results directory, as `bigsparse sweep` and the book do:
    runs of one dense width train as one compiled program (lanes of a `jax.vmap` over a
    `lax.scan` of steps, batches made on the device), with checkpoints, logs and records. The
-   JAX compilation cache is a fresh empty folder, so compile time is included.
+   JAX compilation cache is a fresh empty folder, so compile time is included; the table
+   gives XLA's compile seconds within it (JAX's backend-compile monitoring event).
 2. **Achieved FLOP/s.** XLA's own count of one dense training step's FLOPs at each dense width
    (forward, backward and optimizer), times the steps every run of that width trained, over the
    sweep's wall time; against the float32 matmul peak (2048^3) measured in the same process.
@@ -62,6 +63,20 @@ def step_flops(config: train.TrainConfig) -> float:
     return xla_flops(step, params, opt, batch, jnp.int32(0))
 
 
+# XLA's compile seconds in this process (JAX's own monitoring event, which `jax_log_compiles` also
+# reports): the sweep's wall time includes them, and the table says how much they were.
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compiled = [0.0]
+
+
+def _count_compiles(event: str, duration: float, **_) -> None:
+    if event == COMPILE_EVENT:
+        _compiled[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+
+
 def widths(grid) -> dict[str, list]:
     """The grid's runs by dense width (`train.group_signature`): each group trains as one program."""
     out: dict[str, list] = {}
@@ -111,9 +126,9 @@ def main() -> int:
             continue
         with tempfile.TemporaryDirectory() as d:
             where = Path(args.results) / f"{family}-toy-main" if args.results else Path(d) / "sweep"
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _compiled[0]
             summary = sweep.run_sweep(grid, where, progress=False)
-            wall = time.perf_counter() - t0
+            wall, compiling = time.perf_counter() - t0, _compiled[0] - c0
             if not summary.complete or summary.failed:
                 raise RuntimeError(f"the {family} toy sweep did not finish: {summary}")
             steps = sum(c.resolved().steps for c in grid)
@@ -129,10 +144,11 @@ def main() -> int:
                 train.train_runs([c], [Path(d) / "base" / str(i)], progress=False, block=1, device_data=False)
             base_wall = time.perf_counter() - t0
             base_steps = sum(c.resolved().steps for c in picks)
-        rows.append(dict(family=family, runs=len(grid), widths=len(by_width), wall=wall, steps=steps,
+        rows.append(dict(family=family, runs=len(grid), widths=len(by_width), wall=wall, compiling=compiling, steps=steps,
                          flops=flops, base_runs=len(picks), base_steps=base_steps, base_wall=base_wall))
         # each family's figures as soon as they exist: a bench stopped during the next family keeps them
-        print(f"[bench/sweep] {family}: {len(grid)} runs, {steps:,} run-steps in {wall:.0f} s, "
+        print(f"[bench/sweep] {family}: {len(grid)} runs, {steps:,} run-steps in {wall:.0f} s "
+              f"({compiling:.0f} s compiling), "
               f"{flops / wall / 1e9:,.1f} GFLOP/s ({flops / wall / peak:.0%} of the matmul peak); baseline "
               f"{base_steps / base_wall:,.1f} run-steps/s vs {steps / wall:,.1f}", file=sys.stderr, flush=True)
 
@@ -153,12 +169,13 @@ def main() -> int:
           f"matmul measured in the same process ({peak / 1e9:,.1f} GFLOP/s). Baseline: a few of the "
           "shortest runs trained the way the engine did before this rewrite (one run at a time, one step "
           "per dispatch, host-built batches).\n")
-    print("| family | runs (widths) | runs x steps | sweep wall time | GFLOP/s | of matmul peak | "
-          "runs x steps / s | baseline runs x steps / s | speed-up |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| family | runs (widths) | runs x steps | sweep wall time | of which XLA compiling | GFLOP/s | "
+          "of matmul peak | runs x steps / s | baseline runs x steps / s | speed-up |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rate, base = r["steps"] / r["wall"], r["base_steps"] / r["base_wall"]
         print(f"| {r['family']} | {r['runs']} ({r['widths']}) | {r['steps']:,} | {r['wall']:.0f} s | "
+              f"{r['compiling']:.0f} s ({r['compiling'] / r['wall']:.0%}) | "
               f"{r['flops'] / r['wall'] / 1e9:,.1f} | {r['flops'] / r['wall'] / peak:.0%} | {rate:,.0f} | "
               f"{base:,.1f} ({r['base_runs']} runs) | {rate / base:,.1f}x |")
     total = sum(r["wall"] for r in rows)
