@@ -156,6 +156,28 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 #                                                  lower; 23% more wall time)
 # None lowers the ratio at both sizes. The sweeps chapter now gives the ratio's bootstrap interval
 # over its points (`evidence.Noise.interval`): T5 0.242 [0.175, 0.307], ViT 0.161 [0.114, 0.209].
+# Probed, nothing changed (2026-12-02, session 21), the toy ViT (ad-hoc, /tmp results):
+# - Peak lr 1e-2 instead of 3e-3, dense seed 0, the grid's four sizes at its three lengths: every
+#   loss 0.5-1.0 lower (6K: 9.56, 8.71, 7.67 against 10.33, 9.46, 8.72; 48K: 7.63, 6.41, 5.36 against
+#   8.08, 7.02, 6.28). At 3e-2 the small sizes fell further but 48K rose (5.85 at the longest, no
+#   better than 24K). The whole toy sweep at 1e-2 (`bigsparse sweep --family vit --preset toy`, 9.3
+#   min): 7 of 11 claims as now, but the fit's error rose to 2.15% (1.54% now), the largest size was
+#   predicted to 1.89% (1.46%), the seed spread / size gap rose to 0.200 (0.161), c still 0, and the
+#   drops per halving of density still not diminishing (0.61, 0.52, 0.72).
+# - Why the drops zigzag: the loss against the dense width is a staircase, not a power law. Dense,
+#   500 steps, lr 1e-2, seeds 0 and 1 (mean), widths 24-64: 8.44, 8.10, 7.63, 7.61 (36), 7.43, 7.24
+#   (44), 7.01, 6.55 (56), 6.37; flat from 32 to 44, steep on either side. The grid's widths are 22,
+#   32, 44, 64 and 90, so each halving of density that crosses 32 -> 44 gains ~0.35 and each that
+#   crosses 22 -> 32 or 44 -> 64 ~1.0, whichever S it is.
+# - A task whose never-pruned parts are small: 4x4-pixel patches of 16x16 images (embedding 48 w
+#   instead of 192 w), 32 classes (head 32 w instead of 256 w), 512 labelled motifs, 256 distractors,
+#   label noise 0.01 (irreducible loss 1.79). At 6K, 12K and 48K non-zeros the never-pruned weights
+#   (embeddings, head, norms, biases) are 10.8K, 15.6K and 31.0K under recipe 7's shapes (more than N
+#   at 6K), and 2.5K, 3.6K and 7.2K here. Dense, seed 0, lr 3e-3,
+#   the longest runs: 6.69, 6.50, 6.10, 5.62 (gaps 0.19, 0.40, 0.48: growing with N, which no power
+#   law fits). At one width the loss now rises with S, as eq. 3 has it (width 49K: dense 5.62, S =
+#   0.75 5.71, S = 0.875 5.78; recipe 7: mixed signs), but the width still sets most of it. Not swept
+#   whole: the growing size gaps already break the fit.
 RECIPE_VERSIONS = {"t5": "4", "vit": "7"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
@@ -725,6 +747,12 @@ XS_BYTES = 256 * 2**20  # the most memory one block's batches (all lanes) may ta
 # (`--xla_cpu_prefer_vector_width=512`) within run-to-run noise (T5 at 27K: 26.5 and 25.1 ms against 22.5
 # and 26.1). The step's matrix products alone bound it at about a third of the matmul peak
 # (`bench/step_ceiling.py`); the rest of its time is ~1,000 small operations.
+# And (2026-12-02, session 21) for the two families' sweeps side by side (`sweep.run_sweeps`, one process
+# each, cold caches; the runs of each toy main grid on its 2nd dense width, 12 + 12): 123 s as is,
+# 125 s with single-threaded Eigen in both (`--xla_cpu_multi_thread_eigen=false`), 125 s with that and
+# each process pinned to its own core. Alone, the T5 half took 77 s (120 s beside the ViT's) and the ViT
+# half 61 s: one toy process already keeps most of both cores busy, so two side by side gain 1.12x over
+# one after the other (138 s), and no thread setting adds to it.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
