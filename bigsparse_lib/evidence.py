@@ -696,6 +696,28 @@ def equal_width(table: pd.DataFrame, data: float | None = None) -> EqualWidth:
     return EqualWidth(D, losses)
 
 
+def uncounted_weights(family: str, preset: str, N: float, sparsities: Iterable[float] = HALVINGS) -> pd.DataFrame:
+    """The non-zeros that ride along uncounted at N counted non-zeros: one row per S with the
+    model's dense backbone count N / (1 - S) (its width's), its non-zeros outside the backbone
+    kernels (`models.uncounted_nonzeros`: embeddings, head or output layer, norms, biases) and
+    those as a multiple of N.
+
+    Why: N counts only the backbone kernels (§3.1). At equal N a sparse ViT is wider, so it also
+    carries more of these, and "sparse beats dense at equal N" partly measures them; T5 prunes its
+    embeddings to the dense model's count (App. A), so for T5 they stay about level.
+    """
+    from bigsparse_lib import models
+
+    fam = models.get_family(family)
+    rows = []
+    for S in sparsities:
+        config = models.config_for_nnz(fam, preset, N, S)
+        extra = models.uncounted_nonzeros(fam, config, S)
+        rows.append({"S": float(S), "backbone weights": fam.dense_count(config), "uncounted non-zeros": extra,
+                     "uncounted / N": extra / float(N)})
+    return pd.DataFrame(rows)
+
+
 def describe_grid(grid) -> dict:
     """One row of Table 1 for a grid of TrainConfigs: dense sizes, steps, sparsities, seeds, runs."""
     runs = list(grid)

@@ -173,7 +173,8 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 #   instead of 192 w), 32 classes (head 32 w instead of 256 w), 512 labelled motifs, 256 distractors,
 #   label noise 0.01 (irreducible loss 1.79). At 6K, 12K and 48K non-zeros the never-pruned weights
 #   (embeddings, head, norms, biases) are 10.8K, 15.6K and 31.0K under recipe 7's shapes (more than N
-#   at 6K), and 2.5K, 3.6K and 7.2K here. Dense, seed 0, lr 3e-3,
+#   at 6K), and 2.5K, 3.6K and 7.2K here (yet the paper's smallest ViT carries 3.4 N of them dense and
+#   9.1 N at S = 0.875 with a 30K-class head: `evidence.uncounted_weights`, core_law_sweep). Dense, seed 0, lr 3e-3,
 #   the longest runs: 6.69, 6.50, 6.10, 5.62 (gaps 0.19, 0.40, 0.48: growing with N, which no power
 #   law fits). At one width the loss now rises with S, as eq. 3 has it (width 49K: dense 5.62, S =
 #   0.75 5.71, S = 0.875 5.78; recipe 7: mixed signs), but the width still sets most of it. Not swept

@@ -369,6 +369,26 @@ def test_equal_width_on_eq3_and_on_a_width_bound_table():
         E.equal_width(df, data=3)
 
 
+@pytest.mark.parametrize("preset", ["smoke", "toy"])
+def test_uncounted_weights_grow_with_S_for_vit_and_stay_level_for_t5(preset):
+    """At equal N a sparse model's dense shape is 1 / (1 - S) times the size. ViT keeps its patch
+    embedding and head dense, and both grow with the width (~ sqrt of the size), so its uncounted
+    non-zeros grow by about (1 - S)^-1/2; T5 prunes its vocab matrices to the dense model's count
+    (App. A), so its stay level."""
+    N = {"smoke": 3_000, "toy": 12_000}[preset]
+    vit = E.uncounted_weights("vit", preset, N)
+    assert list(vit["S"]) == list(E.HALVINGS)
+    np.testing.assert_allclose(vit["backbone weights"] * (1 - vit["S"]), N, rtol=0.25)  # the nearest width
+    assert np.all(np.diff(vit["uncounted non-zeros"]) > 0)
+    growth = vit["uncounted non-zeros"].iloc[-1] / vit["uncounted non-zeros"].iloc[0]
+    assert 0.6 * 8 ** 0.5 < growth < 1.25 * 8 ** 0.5  # 1 / (1 - 0.875) = 8 times the backbone
+    np.testing.assert_allclose(vit["uncounted / N"], vit["uncounted non-zeros"] / N)
+    t5 = E.uncounted_weights("t5", preset, N)
+    # level up to the norms, which grow with the width: 11% from S = 0 to 0.875 at smoke, 4% at toy
+    np.testing.assert_allclose(t5["uncounted non-zeros"], t5["uncounted non-zeros"].iloc[0], rtol=0.15)
+    assert t5["uncounted non-zeros"].iloc[-1] / t5["uncounted non-zeros"].iloc[0] < 0.5 * growth
+
+
 def test_describe_grid_is_table1_of_the_smoke_grid():
     from bigsparse_lib import sweep
 

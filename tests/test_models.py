@@ -287,6 +287,31 @@ def test_count_t5_by_hand():
     assert models.count(params, flags) == (1152, 1144)
 
 
+def test_uncounted_nonzeros_vit_by_hand():
+    c = vit.Config(width=8, depth=2, mlp_dim=16, num_heads=2, patch_size=4, image_size=8, num_classes=3)
+    patch = 4 * 4 * 3 * 8 + 8  # the strided conv's kernel and bias
+    pos = 4 * 8  # (8 / 4)^2 patches, global-average pooling: no class token
+    block = 2 * (2 * 8) + 4 * 8 + (16 + 8)  # two LayerNorms (scale, bias), q/k/v/out biases, MLP biases
+    final = 2 * 8
+    head = 8 * 3 + 3
+    assert models.uncounted_nonzeros("vit", c) == patch + pos + 2 * block + final + head
+    # ViT prunes only its backbone: the same count at any S
+    assert models.uncounted_nonzeros(vit, c, 0.75) == patch + pos + 2 * block + final + head
+
+
+def test_uncounted_nonzeros_t5_by_hand():
+    c = t5.Config(d_model=8, d_ff=12, num_heads=2, d_kv=3, num_layers=1, vocab_size=10,
+                  relative_attention_num_buckets=4, relative_attention_max_distance=8,
+                  input_length=5, target_length=3)
+    embed, logits = 10 * 8, 8 * 10  # token embedder and the untied output layer (T5 v1.1)
+    relpos = 2 * (4 * 2)  # one bucket table per stack: buckets x heads
+    norms = 8 * ((2 + 1) + (3 + 1))  # RMSNorm scales: encoder 2 per layer + final, decoder 3 + final
+    assert models.uncounted_nonzeros("t5", c) == embed + logits + relpos + norms
+    # at S = 0.75 both 80-weight vocab matrices keep a fraction sqrt(1 - S) = 1/2 (App. A: as many as
+    # the dense model of the same N, half as wide, holds): 40 each
+    assert models.uncounted_nonzeros("t5", c, 0.75) == 40 + 40 + relpos + norms
+
+
 @pytest.mark.parametrize("family", ["vit", "t5"])
 @pytest.mark.parametrize("preset", ["smoke", "toy", "full"])
 def test_dense_count_matches_parameter_shapes(family, preset):

@@ -50,6 +50,22 @@ def count(params, sparsifiable_tree) -> tuple[int, int]:
     return dense, nonzero
 
 
+def uncounted_nonzeros(family, config, S: float = 0.0) -> int:
+    """The non-zero weights of a `family` model of shapes `config` at backbone sparsity S that N does
+    not count: everything but the sparsified backbone kernels (embeddings, T5's output layer, ViT's
+    head, norms, biases, position tables), each at its own target (`target_sparsities`: 0 for all of
+    them in ViT; T5 prunes its embeddings to a smaller dense model's count, App. A). At equal N a
+    sparse ViT is wider, so it carries more of these. Counted from shapes; nothing is initialised."""
+    from bigsparse_lib.pruning import keep_count
+
+    fam = get_family(family) if isinstance(family, str) else family
+    params = jax.eval_shape(lambda: fam.init(config, jax.random.key(0)))
+    flags = jax.tree_util.tree_leaves(fam.sparsifiable(params))
+    targets = jax.tree_util.tree_leaves(fam.target_sparsities(config, S))
+    sizes = [int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params)]
+    return sum(keep_count(t, n) if t > 0 else n for n, f, t in zip(sizes, flags, targets) if not f)
+
+
 def _base(family: ModuleType, preset):
     if isinstance(preset, family.Config):
         return preset
@@ -107,4 +123,4 @@ def config_for_nnz(family, preset, nnz: float, S: float = 0.0, group: int = 1):
     return at(best)
 
 
-__all__ = ["MODULES", "get_family", "count", "config_for_nnz", "t5", "vit"]
+__all__ = ["MODULES", "get_family", "count", "config_for_nnz", "uncounted_nonzeros", "t5", "vit"]
