@@ -214,6 +214,10 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 #   largest size by 16.4%, seed 1 failed. Dense 6K: 5.49, 4.18, 2.12 at 250, 500, 1000 steps; 48K:
 #   2.74, 1.24, 0.59. A neighbour-pair variant (the class of two horizontally adjacent cells; Q = 32,
 #   K = 64, lr 3e-3) barely left the label-frequency loss in 1000 steps (26.9 -> 23.6-24.6).
+#   Q = 8 at twice the lengths (500, 1000, 2000 steps; 16 min for the whole sweep): 7 of 11 again,
+#   the seed spread / size gap 0.136, but the fit missed by 18.5%, c at 0, the largest size by 26.5%.
+#   Dense 2000-step losses 1.21, 0.69, 0.52, 0.39 near a floor of 0.13: with 64 pairs to learn the
+#   loss closes on the floor faster than a power law, so longer runs make the fit worse, not better.
 #   Neither sweep beats recipe 7's 7 of 11 with its fit at 1.54%; the pair task trades the fit for
 #   the noise and diminishing-returns claims. Runs of 250 steps are too short for it to converge.
 # Probed, nothing changed (2026-12-03): the toy T5 with orthogonal kernels (attention and MLP; scaled
