@@ -218,8 +218,9 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 #   the seed spread / size gap 0.136, but the fit missed by 18.5%, c at 0, the largest size by 26.5%.
 #   Dense 2000-step losses 1.21, 0.69, 0.52, 0.39 near a floor of 0.13: with 64 pairs to learn the
 #   loss closes on the floor faster than a power law, so longer runs make the fit worse, not better.
-#   Neither sweep beats recipe 7's 7 of 11 with its fit at 1.54%; the pair task trades the fit for
-#   the noise and diminishing-returns claims. Runs of 250 steps are too short for it to converge.
+#   None of the three pair sweeps beats recipe 7's 7 of 11 with its fit at 1.54%: the pair task trades
+#   the fit for the noise and diminishing-returns claims. At Q = 16 its runs are far from converged;
+#   at Q = 8 the loss closes on its floor faster than a power law.
 # Probed, nothing changed (2026-12-03): the toy T5 with orthogonal kernels (attention and MLP; scaled
 # so that d -> d_ff keeps fan-in variance) instead of T5's fan-in normals, for the seed spread. Dense,
 # seeds 0-3, 14K and 28K, 200 and 800 steps (ad-hoc, /tmp results): seed std 0.012/0.014 at 14K and
