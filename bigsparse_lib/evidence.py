@@ -398,7 +398,9 @@ class Noise:
         the next size's by 0.013 (2026-12-02, one layer per stack; 0.031 and 0.018 with the two layers
         of 2026-12-01). On the two-layer toy T5 the difference came from the initialisation, not the
         data order: four seeds of the 14K model at 200 steps spread by 0.082 with their own batches
-        and by 0.078 with one shared batch order (2026-11-30).
+        and by 0.078 with one shared batch order (2026-11-30). Seeds at the two largest sizes too
+        (2026-12-03, a probe recorded at `train.RECIPE_VERSIONS`) differ by about as much (S = 0 and 0.5: 0.022 at 56K,
+        0.019 at 112K) while their gaps are smaller, so the smallest sizes are not where the noise is.
         """
         return self._by("size")
 
