@@ -399,8 +399,9 @@ class Noise:
         of 2026-12-01). On the two-layer toy T5 the difference came from the initialisation, not the
         data order: four seeds of the 14K model at 200 steps spread by 0.082 with their own batches
         and by 0.078 with one shared batch order (2026-11-30). Seeds at the two largest sizes too
-        (2026-12-03, a probe recorded at `train.RECIPE_VERSIONS`) differ by about as much (S = 0 and 0.5: 0.022 at 56K,
-        0.019 at 112K) while their gaps are smaller, so the smallest sizes are not where the noise is.
+        (2026-12-03, a probe recorded at `train.RECIPE_VERSIONS`) differ by about as much (S = 0 and
+        0.5: 0.022 at 56K, 0.019 at 112K) while their gaps are smaller, so the smallest sizes are not
+        where the noise is.
         Nor is it the held-out set's: the 36 seed pairs of that probe, re-evaluated from their
         checkpoints on 512 batches instead of 64, differed by 0.0171 on average instead of 0.0180.
         """
