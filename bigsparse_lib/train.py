@@ -250,6 +250,14 @@ from bigsparse_lib.vocab import FAMILIES, METHODS, PRESETS, parse_pattern
 # 0.21, 0.20 against 0.29, 0.19, 0.22. Within the noise of the measurement; not kept, as it would
 # leave the paper's T5 schedule for no measured gain. The four-seed quick probe is too coarse to
 # rank variants whose ratios differ by less than about 0.05.
+# Probed, nothing changed (2026-12-03, session 27): the toy T5's untied readout (`logits_dense`)
+# initialised at zero, as muP and others do so that every seed starts from the same function, for the
+# seed spread. The quick probe of session 25 (dense, seeds 0-3, 28K and 56K, 200 and 800 steps; the
+# same script re-run as is gave its 0.197 again): mean |difference| / gap 0.452 (0.010 at 200 steps,
+# where no run had left the start: losses 6.10 and 6.05 against 2.91 and 2.81 as is; 0.895 at 800
+# steps: 3.51 and 3.42 against 2.52 and 2.47). Adafactor scales each update by the parameter's RMS
+# (at least 1e-3), so a kernel that starts at zero barely moves; zero-initialising the residual
+# branches' last kernels as well (attention `out`, MLP `wo`) would hit the same wall, and was not run.
 RECIPE_VERSIONS = {"t5": "4", "vit": "7"}
 # Every run is evaluated on the same held-out set, the eval split of this seed's stream, as a
 # paper evaluates every run on one validation set. With each run's own eval set, two seeds of
