@@ -833,6 +833,12 @@ XS_BYTES = 256 * 2**20  # the most memory one block's batches (all lanes) may ta
 # each process pinned to its own core. Alone, the T5 half took 77 s (120 s beside the ViT's) and the ViT
 # half 61 s: one toy process already keeps most of both cores busy, so two side by side gain 1.12x over
 # one after the other (138 s), and no thread setting adds to it.
+# And (2026-12-03, session 27, a 2-core AMD EPYC of matmul peak 160 GFLOP/s) oneDNN, XNNPACK and XNNPACK's
+# greedy graph fusion (`--xla_cpu_use_onednn=true`, `--xla_cpu_use_xnnpack=true`,
+# `--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY`): one group of 4 toy runs
+# (T5 width 56K, dense and S = 0.5, seeds 0-1, 400 steps; the same for ViT at width 24K with XNNPACK)
+# gave the same losses bit for bit as without, so the programs the engine compiles do not change;
+# their times (35.8-56.7 s, cold and warm caches) moved within run-to-run noise.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
