@@ -58,6 +58,7 @@ def test_exact_table_passes_every_claim(exact):
     assert rep.monotone_N.failing.empty and rep.monotone_D.failing.empty
     assert rep.fit.mean_rel_err < 1e-5 and rep.fit.n_runs == len(df)
     assert rep.fit.c == pytest.approx(LAW.c, rel=1e-4)
+    assert rep.fit.noise_floor == 0  # both seeds lie exactly on the law
     assert abs(rep.fit.floor_gap) < 1e-4
     ex = rep.extrapolation
     assert ex.held_size == max(SIZES) and ex.n_held == 2 * len(SPARSITIES) * len(LENGTHS)
@@ -226,6 +227,34 @@ def test_a_table_eq3_cannot_fit_fails_the_fit_error():
     df["loss"] *= 1 + 0.05 * sign
     q = E.fit_quality(df, starts=16)
     assert q.mean_rel_err > E.FIT_MEAN_REL_ERR and q.error_passed is False
+
+
+def test_noise_floor_of_three_seeds_by_hand():
+    df = table(sizes=(1e6, 2e6), lengths=(1e9, 2e9), sparsities=(0.0, 0.5), seeds=(0, 1, 2))
+    one = at(df, sparsity=0.0, nnz=1e6, data=1e9)
+    df.loc[one, "loss"] = [1.0, 1.1, 1.2]  # the only point whose seeds differ
+    # mean 1.1; |L - mean| = 0.1, 0, 0.1; times sqrt(3/2), over 1.1; the other 21 runs deviate by 0
+    want = (0.1 + 0.0 + 0.1) * np.sqrt(3 / 2) / 1.1 / len(df)
+    assert E.noise_floor(df) == pytest.approx(want, rel=1e-12)
+
+
+def test_noise_floor_is_what_the_true_law_scores_on_noisy_runs():
+    """Gaussian noise of 2% on every run of 8 seeds: the floor estimates E|e|/mu = 0.02 sqrt(2/pi), which is
+    also the mean |relative error| of the planted law itself on those runs (384 runs: the estimate's own
+    error is about 4%)."""
+    df = table(seeds=tuple(range(8)))
+    rng = np.random.default_rng(0)
+    df["loss"] *= 1 + 0.02 * rng.standard_normal(len(df))
+    floor = E.noise_floor(df)
+    assert floor == pytest.approx(0.02 * np.sqrt(2 / np.pi), rel=0.1)
+    assert floor == pytest.approx(E.relative_errors(LAW, df).mean(), rel=0.1)
+    q = E.fit_quality(df, starts=16)
+    assert q.noise_floor == floor and q.mean_rel_err > 0.5 * floor  # the fit cannot beat the noise by much
+    lo, hi = E.noise_floor_interval(df, resamples=400)
+    assert lo < floor < hi and lo < 0.02 * np.sqrt(2 / np.pi) < hi and hi - lo < 0.3 * floor
+    # seed 0 alone: one run per point, so the noise is not measured
+    assert np.isnan(E.noise_floor(df[df["seed"] == 0])) and np.isnan(E.noise_floor(table().drop(columns="seed")))
+    assert E.noise_floor_interval(df[df["seed"] == 0]) == pytest.approx((np.nan, np.nan), nan_ok=True)
 
 
 def test_a_largest_size_off_the_law_fails_the_extrapolation():
