@@ -244,7 +244,7 @@ def fit_quality(table: pd.DataFrame, *, irreducible: float | None = None, starts
 def _run_noise(table: pd.DataFrame) -> pd.DataFrame:
     """Per point (S, size, D) with k >= 2 runs: k, and the sum over its runs of |L - mean| / mean * sqrt(k / (k - 1))."""
     _one_family(table)
-    df = table.assign(size=sizes(table).to_numpy(), seed=_seed_column(table).to_numpy())
+    df = table.assign(size=sizes(table).to_numpy())
     g = df.groupby(["sparsity", "size", "data"])["loss"]
     k = g.transform("size").to_numpy(np.float64)
     mean = g.transform("mean").to_numpy(np.float64)
@@ -276,11 +276,19 @@ def noise_floor_interval(table: pd.DataFrame, resamples: int = 1000, level: floa
     """Percentile bootstrap interval of `noise_floor`, resampling the points with several seeds
     (as `Noise.interval` does for the spread / gap ratio). (NaN, NaN) when there are none."""
     pts = _run_noise(table)
-    if len(pts) == 0 or resamples < 1:
+    return _resampled_ratio(pts["dev"], pts["k"], resamples, level, seed)
+
+
+def _resampled_ratio(num, den, resamples: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of sum(num) / sum(den), resampling the points (rows) with
+    replacement; a resample whose den sums to 0 is NaN. (NaN, NaN) when there are no points."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    n = len(num)
+    if n == 0 or resamples < 1:
         return (float("nan"), float("nan"))
-    idx = np.random.default_rng(seed).integers(0, len(pts), size=(int(resamples), len(pts)))
-    dev, k = pts["dev"].to_numpy(np.float64), pts["k"].to_numpy(np.float64)
-    return F.percentile_interval(dev[idx].sum(axis=1) / k[idx].sum(axis=1), level)
+    idx = np.random.default_rng(seed).integers(0, n, size=(int(resamples), n))
+    top, bottom = num[idx].sum(axis=1), den[idx].sum(axis=1)
+    return F.percentile_interval(np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan), level)
 
 
 # ---- Extrapolation: hold out the largest size (Fig. 1, left) -------------------------------------
@@ -471,13 +479,7 @@ class Noise:
         few dozen such differences; an interval that straddles NOISE_RATIO says the seeds run do not
         decide the claim either way. (NaN, NaN) when no point has several seeds.
         """
-        n = len(self.points)
-        if n == 0 or resamples < 1:
-            return (float("nan"), float("nan"))
-        idx = np.random.default_rng(seed).integers(0, n, size=(int(resamples), n))
-        spread = self.points["spread"].to_numpy(np.float64)[idx].mean(axis=1)
-        gap = self.points["gap"].to_numpy(np.float64)[idx].mean(axis=1)
-        return F.percentile_interval(np.where(gap > 0, spread / np.where(gap > 0, gap, 1.0), np.nan), level)
+        return _resampled_ratio(self.points["spread"], self.points["gap"], resamples, level, seed)
 
     @property
     def passed(self) -> bool | None:
